@@ -1,0 +1,133 @@
+"""One CgroupManager interface over cgroup v1 and v2, detected through an injectable root.
+
+`create_cgroup_manager(path)` looks at /sys/fs/cgroup (or the `root` given, a fake tree in unit
+tests): a cgroup.controllers file there means the unified v2 hierarchy; per-controller
+directories mean v1, and a v1 layout with root/unified beside it (hybrid) is driven as v1 since
+the controllers live on the v1 side (Documentation/admin-guide/cgroup-v2.rst, "Support for
+cgroup v1 and v2 coexistence" is per controller).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
+
+from pallet.cgroups.stats import BlkioEntry, BlkioStats, CpuStats, MemoryStats, PidsStats, Stats
+from pallet.errors import InvalidArgument, NotSupported
+
+__all__ = ["BlkioEntry", "BlkioStats", "CgroupManager", "CpuStats", "MemoryStats", "PidsStats",
+           "Stats", "create_cgroup_manager", "detect_version"]
+
+# The v1 controllers a container joins (Documentation/admin-guide/cgroup-v1/*.rst); named
+# hierarchies such as name=systemd belong to the init system and are left alone.
+V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids",
+                  "hugetlb", "net_cls", "net_prio", "perf_event", "rdma", "misc")
+
+
+class CgroupManager(Protocol):
+    """The cgroup of one container, in every hierarchy it has on this host.
+
+    `path` is the OCI linux.cgroupsPath: "/pallet/<id>", relative to each hierarchy root.
+    validate() is pure and creates nothing. apply(), set(), freeze()/thaw() and destroy() are
+    idempotent. Errors are pallet.errors kinds: InvalidArgument naming the OCI field
+    ("linux.resources.memory.limit: ..."), NotSupported for what this host lacks, Conflict when
+    the cgroup is busy, PermissionDenied, NotFound for a cgroup that does not exist.
+    """
+
+    version: int
+    path: str
+
+    def validate(self, resources: dict) -> None:
+        """Check an OCI linux.resources dict against the spec and this host; writes nothing."""
+
+    def apply(self, pid: int) -> None:
+        """Create the cgroup (and parents) if needed, then move pid into it."""
+
+    def set(self, resources: dict) -> None:
+        """Write OCI linux.resources; at create and on update of a running container."""
+
+    def stats(self) -> Stats:
+        """Current usage counters."""
+        ...
+
+    def freeze(self) -> None:
+        """Freeze every process and return once the kernel reports the cgroup frozen."""
+
+    def thaw(self) -> None:
+        """Let the processes run again."""
+
+    def frozen(self) -> bool:
+        """Whether the kernel reports the cgroup frozen."""
+        ...
+
+    def pids(self) -> list[int]:
+        """Every process in the cgroup and its sub-cgroups, sorted."""
+        ...
+
+    def exists(self) -> bool:
+        """Whether the cgroup directory exists (in any v1 hierarchy)."""
+        ...
+
+    def destroy(self) -> None:
+        """Remove `path` and its sub-cgroups, children first; never a parent. Idempotent."""
+
+
+def detect_version(root: Path = Path("/sys/fs/cgroup")) -> int:
+    """2 for a unified hierarchy at root, 1 for v1 or hybrid."""
+    if (root / "cgroup.controllers").exists():
+        return 2
+    if v1_hierarchies(root):
+        return 1
+    raise NotSupported(f"no cgroup hierarchy found under {root}")
+
+
+def v1_hierarchies(root: Path) -> dict[str, Path]:
+    """Controller name -> directory of its v1 hierarchy under root.
+
+    A hierarchy may carry several controllers ("cpu,cpuacct", with "cpu" and "cpuacct" symlinks
+    beside it) or one each (cpu and cpuacct mounted separately); both spell the same map.
+    """
+    found: dict[str, Path] = {}
+    try:
+        entries = sorted(root.iterdir())
+    except OSError:
+        return found
+    for entry in entries:
+        if entry.name == "unified" or not (entry / "cgroup.procs").exists():
+            continue
+        for name in entry.name.split(","):
+            if name in V1_CONTROLLERS:
+                found.setdefault(name, entry)
+    return found
+
+
+def relative_path(path: str) -> PurePosixPath:
+    """The cgroup path below a hierarchy root; refuses the root itself and any "..".
+
+    OCI linux.cgroupsPath is absolute to the hierarchy root; a relative one is taken the same
+    way here (the runtime spec lets a runtime interpret it relative to its own cgroup).
+    """
+    if not isinstance(path, str) or not path.strip("/"):
+        raise InvalidArgument(f"linux.cgroupsPath: {path!r} does not name a cgroup below the root")
+    rel = PurePosixPath(path.lstrip("/"))
+    # PurePosixPath drops "." silently; look at the parts as written.
+    if any(part in ("..", ".") for part in path.split("/")) or "\0" in path:
+        raise InvalidArgument(f"linux.cgroupsPath: {path!r} must not contain '.' or '..'")
+    return rel
+
+
+def create_cgroup_manager(path: str, root: Path = Path("/sys/fs/cgroup"),
+                          syscalls: Any = None) -> CgroupManager:
+    """The manager for cgroup `path` on the host whose cgroupfs is mounted at root.
+
+    syscalls: an object with the pallet.syscalls.bpf.Bpf methods (v2 device filter); default the
+    real one, loaded on first use.
+    """
+    rel = relative_path(path)
+    if detect_version(root) == 2:
+        from pallet.cgroups.v2 import V2Manager
+
+        return V2Manager(path, rel, root, syscalls)
+    from pallet.cgroups.v1 import V1Manager
+
+    return V1Manager(path, rel, v1_hierarchies(root))

@@ -1,0 +1,148 @@
+"""Reading and writing cgroupfs interface files, with kernel errors mapped to Pallet's kinds.
+
+cgroupfs files are small text files that take one write per value; the kernel reports a bad
+value as EINVAL, an unsupported one as EOPNOTSUPP and a busy cgroup as EBUSY on the write(2)
+itself, so every write is a single os.write on a fresh fd.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from pathlib import Path
+
+from pallet.errors import Conflict, InvalidArgument, NotFound, NotSupported, PermissionDenied, Unavailable
+
+
+def write(path: Path, value: str | int) -> None:
+    """Write value to one interface file; the error names the file and the value."""
+    data = str(value).encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise _map(exc, f"write {value!r} to {path}") from exc
+
+
+def read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise _map(exc, f"read {path}") from exc
+
+
+def read_int(path: Path, default: int = 0) -> int:
+    """An integer file; "max" and a missing file read as `default`."""
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return default
+    except OSError as exc:
+        raise _map(exc, f"read {path}") from exc
+    if not text or text == "max":
+        return default
+    return int(text.split()[0])
+
+
+def read_keyed(path: Path) -> dict[str, int]:
+    """A flat keyed file ("key value" per line: memory.stat, cpu.stat, memory.events)."""
+    out: dict[str, int] = {}
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return out
+    except OSError as exc:
+        raise _map(exc, f"read {path}") from exc
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+            out[parts[0]] = int(parts[1])
+    return out
+
+
+def read_ints(path: Path) -> list[int]:
+    """A space separated list of integers (cpuacct.usage_percpu)."""
+    try:
+        return [int(v) for v in path.read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def read_pids(directory: Path) -> list[int]:
+    """cgroup.procs of directory and every directory below it."""
+    pids: list[int] = []
+    if not directory.is_dir():
+        return pids
+    for dirpath, _dirs, _files in os.walk(directory):
+        try:
+            text = (Path(dirpath) / "cgroup.procs").read_text()
+        except FileNotFoundError:
+            continue
+        pids.extend(int(p) for p in text.split())
+    return sorted(set(pids))
+
+
+def make_dirs(directory: Path, on_create=None) -> None:
+    """mkdir -p, calling on_create(dir) for each directory made, from the top down."""
+    missing: list[Path] = []
+    d = directory
+    while not d.exists():
+        missing.append(d)
+        d = d.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise _map(exc, f"mkdir {d}") from exc
+        if on_create is not None:
+            on_create(d)
+
+
+def remove_tree(directory: Path, timeout: float = 2.0) -> None:
+    """rmdir directory and its sub-cgroups, children first; idempotent.
+
+    rmdir of a cgroup fails with EBUSY while it still has tasks, and for a short time after the
+    last one exited (its css is released asynchronously), so EBUSY is retried until timeout.
+    """
+    if not directory.is_dir():
+        return
+    subdirs = sorted((Path(dp) for dp, _d, _f in os.walk(directory)),
+                     key=lambda p: len(p.parts), reverse=True)
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    for d in subdirs:
+        while True:
+            try:
+                d.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.EBUSY and time.monotonic() < deadline:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.2)
+                    continue
+                if exc.errno == errno.EBUSY:
+                    raise Conflict(f"cgroup {d} still has processes") from exc
+                raise _map(exc, f"rmdir {d}") from exc
+
+
+def _map(exc: OSError, what: str) -> Exception:
+    msg = f"{what}: {exc.strerror or exc}"
+    if exc.errno == errno.ENOENT:
+        return NotFound(msg)
+    if exc.errno in (errno.EINVAL, errno.ERANGE):
+        return InvalidArgument(msg)
+    if exc.errno in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENODEV):
+        return NotSupported(msg)
+    if exc.errno in (errno.EPERM, errno.EACCES):
+        return PermissionDenied(msg)
+    if exc.errno == errno.EBUSY:
+        return Conflict(msg)
+    return Unavailable(msg)

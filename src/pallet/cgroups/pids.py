@@ -1,0 +1,24 @@
+"""The pids controller, identical in v1 and v2: pids.max and pids.current.
+
+Documentation/admin-guide/cgroup-v1/pids.rst: "max" means no limit; fork() and clone() fail with
+EAGAIN once pids.current would pass pids.max.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pallet.cgroups import cgroupfs as fs
+from pallet.cgroups.resources import get_int
+from pallet.cgroups.stats import PidsStats
+
+
+def set(d: Path, pids: dict) -> None:
+    limit = get_int(pids, "limit")
+    # As runc: 0 leaves the limit alone, a negative limit is "max".
+    if limit:
+        fs.write(d / "pids.max", limit if limit > 0 else "max")
+
+
+def stats(d: Path) -> PidsStats:
+    return PidsStats(current=fs.read_int(d / "pids.current"), limit=fs.read_int(d / "pids.max"))

@@ -1,0 +1,155 @@
+"""The cgroup v1 driver: one directory per controller hierarchy, one module per controller.
+
+Documentation/admin-guide/cgroup-v1/cgroups.rst. A process joins every hierarchy by writing its
+pid to cgroup.procs in each; limits go to the hierarchy that owns the controller.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+from pallet.cgroups import cgroupfs as fs
+from pallet.cgroups import hugetlb, pids, resources
+from pallet.cgroups.devices import parse_rules
+from pallet.cgroups.resources import section
+from pallet.cgroups.stats import CpuStats, MemoryStats, PidsStats, Stats
+from pallet.cgroups.v1 import blkio, cpu, cpuset, devices, freezer, memory, net
+from pallet.errors import NotSupported
+
+P = "linux.resources"
+
+
+class V1Manager:
+    """CgroupManager for cgroup v1 and hybrid hosts."""
+
+    version = 1
+
+    def __init__(self, path: str, rel: PurePosixPath, hierarchies: dict[str, Path]) -> None:
+        self.path = path
+        self._rel = rel
+        self._hierarchies = hierarchies
+
+    # -- where things are
+
+    def _dir(self, controller: str) -> Path | None:
+        base = self._hierarchies.get(controller)
+        return None if base is None else base / self._rel
+
+    def _need(self, controller: str, field: str) -> Path:
+        d = self._dir(controller)
+        if d is None:
+            raise NotSupported(f"{P}.{field}: the {controller} controller is not mounted on this host")
+        return d
+
+    def _all_dirs(self) -> list[Path]:
+        """One directory per hierarchy: cpu and cpuacct may share one."""
+        seen: dict[Path, Path] = {}
+        for base in self._hierarchies.values():
+            seen.setdefault(base.resolve(), base / self._rel)
+        return list(seen.values())
+
+    # -- CgroupManager
+
+    def validate(self, resources_: dict) -> None:
+        resources.check(resources_)
+        mem = section(resources_, "memory")
+        if any(mem.get(k) is not None for k in ("limit", "reservation", "swap", "swappiness")) \
+                or mem.get("disableOOMKiller"):
+            self._need("memory", "memory")
+            memory.check(mem, self._hierarchies["memory"])
+        cpu_ = section(resources_, "cpu")
+        if any(cpu_.get(k) for k in ("shares", "quota", "period", "burst", "idle")):
+            self._need("cpu", "cpu")
+        if cpu_.get("cpus") or cpu_.get("mems"):
+            self._need("cpuset", "cpu.cpus")
+        if any(v for v in section(resources_, "blockIO").values()):
+            self._need("blkio", "blockIO")
+        if section(resources_, "pids").get("limit"):
+            self._need("pids", "pids")
+        if resources_.get("hugepageLimits"):
+            self._need("hugetlb", "hugepageLimits")
+        if resources_.get("devices"):
+            self._need("devices", "devices")
+        network = section(resources_, "network")
+        if network.get("classID") is not None:
+            self._need("net_cls", "network.classID")
+        if network.get("priorities"):
+            self._need("net_prio", "network.priorities")
+        if resources_.get("unified"):
+            raise NotSupported(f"{P}.unified: needs cgroup v2, this host runs cgroup v1")
+
+    def _create(self) -> None:
+        cpuset_base = self._hierarchies.get("cpuset")
+        for d in self._all_dirs():
+            seed = cpuset_base is not None and d.is_relative_to(cpuset_base)
+            fs.make_dirs(d, on_create=cpuset.seed_from_parent if seed else None)
+
+    def apply(self, pid: int) -> None:
+        self._create()
+        for d in self._all_dirs():
+            fs.write(d / "cgroup.procs", pid)
+
+    def set(self, resources_: dict) -> None:
+        self.validate(resources_)
+        self._create()
+        cpu_ = section(resources_, "cpu")
+        if cpu_.get("cpus") or cpu_.get("mems"):
+            cpuset.set(self._need("cpuset", "cpu"), cpu_)
+        mem = section(resources_, "memory")
+        if mem:
+            memory.set(self._need("memory", "memory"), mem)
+        if any(cpu_.get(k) is not None for k in ("shares", "quota", "period", "burst", "idle")):
+            cpu.set(self._need("cpu", "cpu"), cpu_)
+        blk = section(resources_, "blockIO")
+        if any(v for v in blk.values()):
+            blkio.set(self._need("blkio", "blockIO"), blk)
+        if section(resources_, "pids"):
+            pids.set(self._need("pids", "pids"), section(resources_, "pids"))
+        if resources_.get("hugepageLimits"):
+            hugetlb.set(self._need("hugetlb", "hugepageLimits"), resources_["hugepageLimits"],
+                        "limit_in_bytes")
+        if resources_.get("devices"):
+            devices.set(self._need("devices", "devices"), parse_rules(resources_["devices"]))
+        network = section(resources_, "network")
+        if network.get("classID") is not None:
+            net.set_classid(self._need("net_cls", "network"), network["classID"])
+        if network.get("priorities"):
+            net.set_priorities(self._need("net_prio", "network"), network["priorities"])
+
+    def stats(self) -> Stats:
+        mem = self._dir("memory")
+        blk = self._dir("blkio")
+        pid_dir = self._dir("pids")
+        cpu_dir, cpuacct_dir = self._dir("cpu"), self._dir("cpuacct")
+        return Stats(
+            memory=memory.stats(mem) if mem and mem.is_dir() else MemoryStats(),
+            cpu=cpu.stats(cpu_dir, cpuacct_dir) if cpu_dir or cpuacct_dir else CpuStats(),
+            blkio=blkio.stats(blk) if blk and blk.is_dir() else blkio.BlkioStats(),
+            pids=pids.stats(pid_dir) if pid_dir and pid_dir.is_dir() else PidsStats(),
+        )
+
+    def freeze(self) -> None:
+        freezer.freeze(self._need("freezer", "freezer"))
+
+    def thaw(self) -> None:
+        freezer.thaw(self._need("freezer", "freezer"))
+
+    def frozen(self) -> bool:
+        d = self._dir("freezer")
+        return d is not None and d.is_dir() and freezer.state(d) == "FROZEN"
+
+    def pids(self) -> list[int]:
+        # Every hierarchy holds every process; pids or freezer are the usual, any will do.
+        for name in ("pids", "freezer", "memory", "cpu"):
+            d = self._dir(name)
+            if d is not None:
+                return fs.read_pids(d)
+        dirs = self._all_dirs()
+        return fs.read_pids(dirs[0]) if dirs else []
+
+    def exists(self) -> bool:
+        return any(d.is_dir() for d in self._all_dirs())
+
+    def destroy(self) -> None:
+        for d in self._all_dirs():
+            fs.remove_tree(d)

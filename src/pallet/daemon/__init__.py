@@ -1,0 +1,1 @@
+"""palletd: the daemon serving the Docker Engine API (issue 4)."""

@@ -1,0 +1,1 @@
+"""pallet-runtime: the OCI runtime library and its runc-compatible command line."""

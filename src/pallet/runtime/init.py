@@ -1,0 +1,213 @@
+"""The code that runs between fork() and execve(): the two setup stages of a container process.
+
+    pallet-runtime ──fork──▶ stage 1 ──fork──▶ stage 2 (container init, pid 1 of a new pid ns)
+Stage 1 joins namespaces given by path, creates the user namespace (the runtime writes its id
+maps from outside), then the other namespaces, and forks: pid and time namespaces apply to
+children only (unshare(2)). Stage 2 sets up the root filesystem and the process and reports
+"created"; the runtime records the state and exits; stage 2 then blocks opening the exec fifo
+until `start`, and execs the user's program.
+
+Rules for this module (STYLE.md §8): no threads, no logging handlers; every process here is
+non-dumpable from its first instruction until execve, so no other process of the container can
+open /proc/<pid>/exe or /proc/<pid>/fd of the runtime; failures go back over the sync channel.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import struct
+import sys
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from pallet.oci.runtime_spec import NAMESPACES
+from pallet.runtime import process as proc
+from pallet.runtime.hooks import run_hooks
+from pallet.runtime.rootfs import Rootfs
+from pallet.runtime.sync import Channel
+from pallet.syscalls import flags as F
+
+
+@dataclass
+class InitPlan:
+    """Everything the child stages need, computed and validated by the runtime before fork."""
+
+    config: dict
+    rootfs: str
+    join_fds: list[tuple[str, int]]          # (ns type, fd) to setns, non-user first
+    new_flags: int                           # CLONE_NEW* to unshare, user excluded
+    new_userns: bool
+    fifo_fd: int = -1                         # O_PATH fd of exec.fifo; -1 for exec
+    console: socket.socket | None = None      # connected socket to send the pty master on
+    cgroup_binds: list[tuple[str, str]] = field(default_factory=list)
+    no_pivot: bool = False
+    preserve_fds: int = 0
+    hook_state: dict = field(default_factory=dict)
+    seccomp: Any = None                        # pallet.runtime.seccomp.Compiled, built before fork
+
+
+def child_main(stage, plan: InitPlan, chan: Channel, syscalls) -> None:
+    """Entry point in a forked child: run `stage`, report any failure, never return."""
+    code = 1
+    try:
+        syscalls.prctl(F.PR_SET_DUMPABLE, 0)
+        stage(plan, chan, syscalls)
+        code = 0
+    except BaseException as exc:  # report everything; the runtime turns it into its error
+        msg = str(exc) or type(exc).__name__
+        if os.environ.get("PALLET_DEBUG_INIT"):
+            msg += "\n" + traceback.format_exc()
+        try:
+            chan.send("error", message=msg)
+        except OSError:
+            print(f"pallet-runtime init: {msg}", file=sys.stderr)
+    finally:
+        os._exit(code)
+
+
+def _join_and_unshare(plan: InitPlan, chan: Channel, syscalls) -> None:
+    for nstype, fd in plan.join_fds:
+        syscalls.setns(fd, NAMESPACES[nstype][0], path=nstype)
+        os.close(fd)
+    if plan.new_userns:
+        syscalls.unshare(F.CLONE_NEWUSER)
+        chan.send("userns")
+        chan.recv("mapped")
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    if plan.new_flags:
+        syscalls.unshare(plan.new_flags)
+    offsets = (plan.config.get("linux") or {}).get("timeOffsets")
+    if offsets and plan.new_flags & F.CLONE_NEWTIME:
+        # time_namespaces(7): offsets are written before the first process enters the namespace.
+        with open("/proc/self/timens_offsets", "w") as f:
+            for clock, off in offsets.items():
+                f.write(f"{clock} {off.get('secs', 0)} {off.get('nanosecs', 0)}\n")
+
+
+def stage1(plan: InitPlan, chan: Channel, syscalls) -> None:
+    chan.recv("go")
+    _join_and_unshare(plan, chan, syscalls)
+    chan.send("ns-ready")
+    _msg, fds = chan.recv("ns-ack")
+    plan.config["_idmap_fds"] = fds
+    pid = os.fork()
+    if pid == 0:
+        child_main(stage2, plan, chan, syscalls)
+    chan.send("pid", pid=pid)
+
+
+def stage2(plan: InitPlan, chan: Channel, syscalls) -> None:
+    config = plan.config
+    linux = config.get("linux") or {}
+    process = config["process"]
+    os.setsid()
+    idx = [i for i, m in enumerate(config.get("mounts") or []) if _is_idmapped(m)]
+    idmapped = dict(zip(idx, config.pop("_idmap_fds")))
+    in_userns = plan.new_userns or any(t == "user" for t, _ in plan.join_fds)
+    newns = plan.new_flags & F.CLONE_NEWNS or any(t == "mount" for t, _ in plan.join_fds)
+    rootfs = Rootfs(plan.rootfs, syscalls, in_userns=in_userns)
+    if newns:
+        rootfs.prepare(linux.get("rootfsPropagation"))
+        rootfs.mount_all(config.get("mounts") or [], lambda: plan.cgroup_binds, idmapped)
+        if _has_dev_tmpfs(config):
+            rootfs.create_devices(linux.get("devices") or [])
+    hooks = config.get("hooks") or {}
+    if hooks.get("prestart") or hooks.get("createRuntime"):
+        chan.send("hook", kind="createRuntime")
+        chan.recv("hook-done")
+    if hooks.get("createContainer"):
+        run_hooks("createContainer", hooks["createContainer"], {**plan.hook_state, "pid": 1})
+    if newns:
+        rootfs.pivot(plan.no_pivot)
+    else:
+        os.chroot(plan.rootfs)
+        os.chdir("/")
+    if process.get("terminal"):
+        _setup_console(plan, rootfs if newns else None)
+    if linux.get("sysctl"):
+        for key, value in linux["sysctl"].items():
+            with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+                f.write(value)
+    if newns:
+        rootfs.mask_paths(linux.get("maskedPaths") or [])
+        rootfs.readonly_paths(linux.get("readonlyPaths") or [])
+        if (config.get("root") or {}).get("readonly"):
+            rootfs.readonly_root()
+    if config.get("hostname"):
+        socket.sethostname(config["hostname"])
+    if config.get("domainname"):
+        syscalls.setdomainname(config["domainname"])
+    proc.set_rlimits(process.get("rlimits") or [])
+    if "oomScoreAdj" in process:
+        proc.set_oom_score_adj(process["oomScoreAdj"])
+    os.chdir(process.get("cwd", "/"))
+    exe = proc.find_executable(process["args"][0], proc.env_dict(process.get("env") or []))
+    chan.send("created")
+    chan.close()
+    # Block here until `start` opens the fifo for reading (runc's exec.fifo).
+    fd = os.open(f"/proc/self/fd/{plan.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+    os.write(fd, b"0")
+    os.close(fd)
+    os.close(plan.fifo_fd)
+    if hooks.get("startContainer"):
+        run_hooks("startContainer", hooks["startContainer"], {**plan.hook_state, "pid": 1,
+                                                              "status": "running"})
+    proc.finalize_and_exec(process, plan.seccomp, syscalls, 3 + plan.preserve_fds, exe)
+
+
+def exec_stage1(plan: InitPlan, chan: Channel, syscalls) -> None:
+    """Join every namespace of a running container, then fork the process that execs."""
+    chan.recv("go")
+    _join_and_unshare(plan, chan, syscalls)
+    pid = os.fork()
+    if pid == 0:
+        child_main(exec_stage2, plan, chan, syscalls)
+    chan.send("pid", pid=pid)
+
+
+def exec_stage2(plan: InitPlan, chan: Channel, syscalls) -> None:
+    process = plan.config["process"]
+    if process.get("terminal"):
+        os.setsid()
+        _setup_console(plan, None)
+    proc.set_rlimits(process.get("rlimits") or [])
+    os.chdir(process.get("cwd", "/"))
+    exe = proc.find_executable(process["args"][0], proc.env_dict(process.get("env") or []))
+    proc.finalize_and_exec(process, plan.seccomp, syscalls, 3 + plan.preserve_fds, exe)
+
+
+def _is_idmapped(m: dict) -> bool:
+    opts = m.get("options") or []
+    return "idmap" in opts or "ridmap" in opts or "uidMappings" in m
+
+
+def _has_dev_tmpfs(config: dict) -> bool:
+    return any(m.get("destination") == "/dev" for m in config.get("mounts") or [])
+
+
+def _setup_console(plan: InitPlan, rootfs) -> None:
+    """Open a pty in the container's devpts, send the master out, make the slave our stdio."""
+    master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    fcntl.ioctl(master, F.TIOCSPTLCK, struct.pack("i", 0))
+    n = struct.unpack("I", fcntl.ioctl(master, F.TIOCGPTN, struct.pack("I", 0)))[0]
+    slave_path = f"/dev/pts/{n}"
+    slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY)
+    size = plan.config["process"].get("consoleSize")
+    if size:
+        fcntl.ioctl(slave, 0x5414, struct.pack("HHHH", size.get("height", 24), size.get("width", 80), 0, 0))
+    if plan.console is None:
+        raise RuntimeError("process.terminal is true but no console socket was given")
+    socket.send_fds(plan.console, [b"pty"], [master])
+    plan.console.close()
+    os.close(master)
+    if rootfs is not None:
+        rootfs.bind_console(slave_path)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    fcntl.ioctl(0, F.TIOCSCTTY, 0)
+    if slave > 2:
+        os.close(slave)

@@ -1,0 +1,78 @@
+"""Parse OCI mount `options` into mount(2) flags, propagation flags and filesystem data.
+
+The vocabulary is mount(8)'s, as the runtime spec says (config.md, "Mounts"); options the
+kernel does not know as flags are passed to the filesystem as its data string.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pallet.syscalls import flags as F
+
+# option -> (clear?, flag)
+_FLAGS: dict[str, tuple[bool, int]] = {
+    "ro": (False, F.MS_RDONLY), "rw": (True, F.MS_RDONLY),
+    "nosuid": (False, F.MS_NOSUID), "suid": (True, F.MS_NOSUID),
+    "nodev": (False, F.MS_NODEV), "dev": (True, F.MS_NODEV),
+    "noexec": (False, F.MS_NOEXEC), "exec": (True, F.MS_NOEXEC),
+    "sync": (False, F.MS_SYNCHRONOUS), "async": (True, F.MS_SYNCHRONOUS),
+    "dirsync": (False, F.MS_DIRSYNC),
+    "remount": (False, F.MS_REMOUNT),
+    "mand": (False, F.MS_MANDLOCK), "nomand": (True, F.MS_MANDLOCK),
+    "atime": (True, F.MS_NOATIME), "noatime": (False, F.MS_NOATIME),
+    "diratime": (True, F.MS_NODIRATIME), "nodiratime": (False, F.MS_NODIRATIME),
+    "relatime": (False, F.MS_RELATIME), "norelatime": (True, F.MS_RELATIME),
+    "strictatime": (False, F.MS_STRICTATIME), "nostrictatime": (True, F.MS_STRICTATIME),
+    "lazytime": (False, F.MS_LAZYTIME), "nolazytime": (True, F.MS_LAZYTIME),
+    "nosymfollow": (False, F.MS_NOSYMFOLLOW), "symfollow": (True, F.MS_NOSYMFOLLOW),
+    "bind": (False, F.MS_BIND), "rbind": (False, F.MS_BIND | F.MS_REC),
+}
+
+_PROPAGATION: dict[str, int] = {
+    "private": F.MS_PRIVATE, "rprivate": F.MS_PRIVATE | F.MS_REC,
+    "shared": F.MS_SHARED, "rshared": F.MS_SHARED | F.MS_REC,
+    "slave": F.MS_SLAVE, "rslave": F.MS_SLAVE | F.MS_REC,
+    "unbindable": F.MS_UNBINDABLE, "runbindable": F.MS_UNBINDABLE | F.MS_REC,
+}
+
+# Options that steer the runtime itself and never reach mount(2).
+_RUNTIME_ONLY = {"idmap", "ridmap", "tmpcopyup", "copy-symlink"}
+
+
+@dataclass(frozen=True)
+class MountOptions:
+    flags: int = 0
+    propagation: list[int] = field(default_factory=list)
+    data: str = ""
+    idmap: bool = False
+    recursive_idmap: bool = False
+
+    @property
+    def is_bind(self) -> bool:
+        return bool(self.flags & F.MS_BIND)
+
+
+def parse(options: list[str]) -> MountOptions:
+    flags = 0
+    propagation: list[int] = []
+    data: list[str] = []
+    idmap = recursive = False
+    for opt in options:
+        if opt in _FLAGS:
+            clear, bit = _FLAGS[opt]
+            flags = flags & ~bit if clear else flags | bit
+        elif opt in _PROPAGATION:
+            propagation.append(_PROPAGATION[opt])
+        elif opt in ("idmap", "ridmap"):
+            idmap = True
+            recursive = recursive or opt == "ridmap"
+        elif opt in _RUNTIME_ONLY:
+            continue
+        else:
+            data.append(opt)
+    return MountOptions(flags, propagation, ",".join(data), idmap, recursive)
+
+
+def propagation_flag(name: str) -> int:
+    return _PROPAGATION[name]

@@ -1,0 +1,124 @@
+"""The runtime's lifecycle against the real kernel: create, start, state, kill, delete, run, exec."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from pallet.runtime.state import proc_start_time
+
+
+def wait_status(env, cid, want, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = env.state(cid)
+        if st["status"] == want:
+            return st
+        time.sleep(0.02)
+    raise AssertionError(f"{cid} never became {want}: {st}")
+
+
+def test_run_foreground_prints_and_returns_status(env):
+    bundle, _ = env.bundle(["sh", "-c", "echo hello; exit 7"])
+    proc = env.run("run", "--bundle", str(bundle), "fg1", check=False)
+    assert proc.stdout == "hello\n"
+    assert proc.returncode == 7
+    assert env.run("list", "-q").stdout == ""
+
+
+def test_create_start_state_delete(env):
+    bundle, _ = env.bundle(["sleep", "1000"])
+    env.container("c1", bundle)
+    st = env.state("c1")
+    assert st["status"] == "created"
+    assert st["ociVersion"].startswith("1.")
+    assert st["bundle"] == str(bundle)
+    pid = st["pid"]
+    assert proc_start_time(pid) is not None
+    # The init is blocked on the exec fifo, not yet running sleep.
+    assert os.readlink(f"/proc/{pid}/exe") != "/bin/busybox"
+    env.run("start", "c1")
+    st = env.state("c1")
+    assert st["status"] == "running"
+    assert "c1" in env.run("list").stdout
+    listed = json.loads(env.run("list", "--format", "json").stdout)
+    assert [c["id"] for c in listed] == ["c1"]
+    proc = env.run("delete", "c1", check=False)
+    assert proc.returncode == 1 and "not stopped" in proc.stderr
+    env.run("kill", "c1", "KILL")
+    wait_status(env, "c1", "stopped")
+    env.run("delete", "c1")
+    proc = env.run("state", "c1", check=False)
+    assert proc.returncode == 1 and "does not exist" in proc.stderr
+    assert proc_start_time(pid) is None
+
+
+def test_kill_signals_by_name_and_number(env):
+    bundle, _ = env.bundle(["sh", "-c", "trap 'exit 3' TERM; while true; do sleep 0.05; done"])
+    env.container("k1", bundle)
+    env.run("start", "k1")
+    time.sleep(0.2)
+    env.run("kill", "k1", "15")
+    wait_status(env, "k1", "stopped")
+    assert env.run("kill", "k1", "TERM", check=False).returncode == 1
+
+
+def test_delete_force_running_and_created(env):
+    bundle, _ = env.bundle(["sleep", "1000"])
+    env.container("d1", bundle)
+    env.container("d2", bundle)
+    env.run("start", "d1")
+    pids = [env.state(c)["pid"] for c in ("d1", "d2")]
+    env.run("delete", "--force", "d1")
+    env.run("delete", "d2")  # a created container can be deleted without --force, as with runc
+    for pid in pids:
+        assert proc_start_time(pid) is None
+    assert env.run("list", "-q").stdout == ""
+
+
+def test_duplicate_id_refused(env):
+    bundle, _ = env.bundle(["true"])
+    env.container("dup", bundle)
+    proc = env.run("create", "--bundle", str(bundle), "dup", check=False, timeout=10)
+    assert proc.returncode == 1 and "already exists" in proc.stderr
+
+
+def test_pid_file_and_exec(env):
+    bundle, _ = env.bundle(["sleep", "1000"])
+    pidfile = env.tmp / "pid"
+    env.container("e1", bundle, "--pid-file", str(pidfile))
+    assert int(pidfile.read_text()) == env.state("e1")["pid"]
+    env.run("start", "e1")
+    proc = env.run("exec", "e1", "sh", "-c", "echo $$ $(hostname); ps | wc -l; exit 4", check=False)
+    assert proc.returncode == 4
+    pid, host, nproc = proc.stdout.split()
+    assert host == "pallet"
+    assert int(pid) > 1
+    assert int(nproc) <= 6  # header, sleep, sh, ps, wc: the container's processes only
+    procfile = env.tmp / "process.json"
+    procfile.write_text(json.dumps({"args": ["sh", "-c", "id -u; pwd"], "cwd": "/tmp",
+                                    "user": {"uid": 65534, "gid": 65534}, "env": ["PATH=/bin"]}))
+    proc = env.run("exec", "--process", str(procfile), "e1")
+    assert proc.stdout.split() == ["65534", "/tmp"]
+    env.detached("exec", "-d", "--pid-file", str(env.tmp / "xpid"), "e1", "sleep", "1000")
+    xpid = int((env.tmp / "xpid").read_text())
+    assert xpid in json.loads(env.run("ps", "--format", "json", "e1").stdout)
+
+
+def test_exec_missing_program_fails_cleanly(env):
+    bundle, _ = env.bundle(["sleep", "1000"])
+    env.container("e2", bundle)
+    env.run("start", "e2")
+    proc = env.run("exec", "e2", "no-such-program", check=False)
+    assert proc.returncode == 1 and "not found" in proc.stderr
+
+
+def test_pause_resume(env):
+    bundle, _ = env.bundle(["sleep", "1000"])
+    env.container("p1", bundle)
+    env.run("start", "p1")
+    env.run("pause", "p1")
+    assert env.state("p1")["status"] == "paused"
+    env.run("resume", "p1")
+    assert env.state("p1")["status"] == "running"
