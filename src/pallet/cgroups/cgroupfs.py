@@ -25,14 +25,18 @@ def write(path: Path, value: str | int) -> None:
         finally:
             os.close(fd)
     except OSError as exc:
-        raise _map(exc, f"write {value!r} to {path}") from exc
+        if exc.errno == errno.EACCES and not path.exists():
+            # cgroupfs refuses O_CREAT with EACCES: the interface file is simply not there,
+            # which means the controller is not enabled for this cgroup or the kernel lacks it.
+            raise NotSupported(f"write {value!r} to {path}: no such cgroup interface file") from exc
+        raise error_for(exc, f"write {value!r} to {path}") from exc
 
 
 def read(path: Path) -> str:
     try:
         return path.read_text()
     except OSError as exc:
-        raise _map(exc, f"read {path}") from exc
+        raise error_for(exc, f"read {path}") from exc
 
 
 def read_int(path: Path, default: int = 0) -> int:
@@ -42,7 +46,7 @@ def read_int(path: Path, default: int = 0) -> int:
     except FileNotFoundError:
         return default
     except OSError as exc:
-        raise _map(exc, f"read {path}") from exc
+        raise error_for(exc, f"read {path}") from exc
     if not text or text == "max":
         return default
     return int(text.split()[0])
@@ -56,7 +60,7 @@ def read_keyed(path: Path) -> dict[str, int]:
     except FileNotFoundError:
         return out
     except OSError as exc:
-        raise _map(exc, f"read {path}") from exc
+        raise error_for(exc, f"read {path}") from exc
     for line in lines:
         parts = line.split()
         if len(parts) == 2 and parts[1].lstrip("-").isdigit():
@@ -99,7 +103,7 @@ def make_dirs(directory: Path, on_create=None) -> None:
         except FileExistsError:
             continue
         except OSError as exc:
-            raise _map(exc, f"mkdir {d}") from exc
+            raise error_for(exc, f"mkdir {d}") from exc
         if on_create is not None:
             on_create(d)
 
@@ -130,10 +134,11 @@ def remove_tree(directory: Path, timeout: float = 2.0) -> None:
                     continue
                 if exc.errno == errno.EBUSY:
                     raise Conflict(f"cgroup {d} still has processes") from exc
-                raise _map(exc, f"rmdir {d}") from exc
+                raise error_for(exc, f"rmdir {d}") from exc
 
 
-def _map(exc: OSError, what: str) -> Exception:
+def error_for(exc: OSError, what: str) -> Exception:
+    """The Pallet error kind for a failed cgroupfs operation, naming it and keeping errno's text."""
     msg = f"{what}: {exc.strerror or exc}"
     if exc.errno == errno.ENOENT:
         return NotFound(msg)

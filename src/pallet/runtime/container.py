@@ -24,7 +24,7 @@ from pallet.errors import Conflict, InvalidArgument, NotFound, PalletError
 from pallet.oci.runtime_spec import NAMESPACES, validate_config, validate_process
 from pallet.runtime import init as initmod
 from pallet.runtime.hooks import run_hooks, run_poststop
-from pallet.runtime.rootfs import device_rules
+from pallet.runtime.rootfs import Rootfs, device_rules
 from pallet.runtime.state import ContainerState, StateStore, oci_state, proc_start_time, status_of
 from pallet.runtime.sync import Channel, SyncError
 from pallet.syscalls import flags as F
@@ -86,6 +86,10 @@ class Runtime:
             linux.setdefault("resources", {})["devices"] = device_rules(linux)
         cg.validate(linux.get("resources") or {})
         self._validate_security(config["process"], linux)
+        if _new_flags(linux) & F.CLONE_NEWUSER:
+            # Root in a new user namespace is an unprivileged host uid: it cannot create mount points
+            # in a rootfs owned by host root. Create them now, while we still are host root.
+            Rootfs(rootfs, self.sys).make_mountpoints(config.get("mounts") or [])
         join_fds = self._open_ns_paths(linux)
         console = None
         if config["process"].get("terminal"):
@@ -103,6 +107,7 @@ class Runtime:
         try:
             fifo = self.store.fifo(cid)
             os.mkfifo(fifo, 0o622)
+            os.chmod(fifo, 0o622)  # not the umask's: root of a user namespace is "other" here
             fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
             plan = initmod.InitPlan(
                 config=config, rootfs=rootfs, join_fds=join_fds,

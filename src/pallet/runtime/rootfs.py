@@ -123,6 +123,16 @@ class Rootfs:
         for p in opts.propagation:
             self.sys.mount(None, dest, None, p, None)
 
+    def make_mountpoints(self, mounts: list[dict]) -> None:
+        """Create each mount's destination (directory or file, like its source) ahead of time."""
+        for m in mounts:
+            opts = mountopts.parse(m.get("options") or [])
+            dest = secure_join(self.root, m["destination"])
+            if opts.is_bind or m.get("type") == "bind":
+                self._mkdest(dest, m.get("source") or "")
+            elif m.get("type") != "cgroup" or not os.path.lexists(dest):
+                os.makedirs(dest, exist_ok=True)
+
     def _remount_bind(self, dest: str, flags: int) -> None:
         wanted = flags & ~(F.MS_BIND | F.MS_REC | F.MS_REMOUNT)
         if not wanted:

@@ -53,8 +53,7 @@ class V1Manager:
     def validate(self, resources_: dict) -> None:
         resources.check(resources_)
         mem = section(resources_, "memory")
-        if any(mem.get(k) is not None for k in ("limit", "reservation", "swap", "swappiness")) \
-                or mem.get("disableOOMKiller"):
+        if _memory_requested(mem):
             self._need("memory", "memory")
             memory.check(mem, self._hierarchies["memory"])
         cpu_ = section(resources_, "cpu")
@@ -96,14 +95,14 @@ class V1Manager:
         if cpu_.get("cpus") or cpu_.get("mems"):
             cpuset.set(self._need("cpuset", "cpu"), cpu_)
         mem = section(resources_, "memory")
-        if mem:
+        if _memory_requested(mem):
             memory.set(self._need("memory", "memory"), mem)
         if any(cpu_.get(k) is not None for k in ("shares", "quota", "period", "burst", "idle")):
             cpu.set(self._need("cpu", "cpu"), cpu_)
         blk = section(resources_, "blockIO")
         if any(v for v in blk.values()):
             blkio.set(self._need("blkio", "blockIO"), blk)
-        if section(resources_, "pids"):
+        if section(resources_, "pids").get("limit"):
             pids.set(self._need("pids", "pids"), section(resources_, "pids"))
         if resources_.get("hugepageLimits"):
             hugetlb.set(self._need("hugetlb", "hugepageLimits"), resources_["hugepageLimits"],
@@ -128,11 +127,17 @@ class V1Manager:
             pids=pids.stats(pid_dir) if pid_dir and pid_dir.is_dir() else PidsStats(),
         )
 
+    def _freezer(self) -> Path:
+        d = self._dir("freezer")
+        if d is None:
+            raise NotSupported("cannot freeze or thaw: the freezer controller is not mounted on this host")
+        return d
+
     def freeze(self) -> None:
-        freezer.freeze(self._need("freezer", "freezer"))
+        freezer.freeze(self._freezer())
 
     def thaw(self) -> None:
-        freezer.thaw(self._need("freezer", "freezer"))
+        freezer.thaw(self._freezer())
 
     def frozen(self) -> bool:
         d = self._dir("freezer")
@@ -153,3 +158,9 @@ class V1Manager:
     def destroy(self) -> None:
         for d in self._all_dirs():
             fs.remove_tree(d)
+
+
+def _memory_requested(mem: dict) -> bool:
+    # kernel and kernelTCP are ignored (see memory.set), so they alone need no memory controller.
+    return any(mem.get(k) is not None for k in ("limit", "reservation", "swap", "swappiness",
+                                                 "disableOOMKiller"))
