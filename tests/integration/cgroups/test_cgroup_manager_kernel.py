@@ -17,6 +17,7 @@ from pallet.cgroups import create_cgroup_manager, detect_version
 from pallet.errors import InvalidArgument, NotSupported
 
 MiB = 1 << 20
+pytestmark = pytest.mark.root
 
 
 def cpu_seconds(pid: int) -> float:
@@ -74,7 +75,7 @@ def test_memory_swap_update_grows_and_shrinks(cgroup, children, requires):
     cgroup.set({"memory": {"limit": 128 * MiB, "swap": 256 * MiB}})
     cgroup.set({"memory": {"limit": 32 * MiB, "swap": 32 * MiB}})
     assert cgroup.stats().memory.limit == 32 * MiB
-    with pytest.raises(InvalidArgument, match="memory.swap"):
+    with pytest.raises(InvalidArgument, match=r"memory\.swap"):
         cgroup.set({"memory": {"limit": 64 * MiB, "swap": 32 * MiB}})
 
 

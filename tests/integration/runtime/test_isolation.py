@@ -7,6 +7,7 @@ import os
 import socket
 import stat
 import time
+from pathlib import Path
 
 import pytest
 
@@ -136,7 +137,7 @@ def test_user_namespaces_disjoint_uid_ranges(env, uid_dirs):
     assert os.stat(uid_dirs[1] / "f").st_uid == 12000
     for cid, base in (("u1", 10000), ("u2", 12000)):
         pid = env.state(cid)["pid"]
-        assert open(f"/proc/{pid}/uid_map").read().split() == ["0", str(base), "2000"]
+        assert Path(f"/proc/{pid}/uid_map").read_text().split() == ["0", str(base), "2000"]
         assert os.stat(f"/proc/{pid}").st_uid == base
         out = env.run("exec", cid, "sh", "-c", "id -u; cat /proc/self/uid_map").stdout.split()
         assert out == ["0", "0", str(base), "2000"]
@@ -165,7 +166,7 @@ def test_time_namespace_offsets(env):
                                     "monotonic": {"secs": 864000}}
     env.write(bundle, spec)
     uptime = float(run_out(env, bundle, "timens").split()[0])
-    host = float(open("/proc/uptime").read().split()[0])
+    host = float(Path("/proc/uptime").read_text().split()[0])
     assert 863999 <= uptime - host < 864000 + 60
 
 
@@ -199,7 +200,7 @@ def test_console_socket_gets_the_pty(env):
     env.run("start", "tty1")
     data = b""
     deadline = time.monotonic() + 10
-    while b"size" not in data or not data.endswith(b"\n") and time.monotonic() < deadline:
+    while (b"size" not in data or not data.endswith(b"\n")) and time.monotonic() < deadline:
         try:
             chunk = os.read(master, 1024)
         except OSError:
@@ -241,8 +242,6 @@ def test_failing_hook_fails_create_and_leaves_nothing(env):
 
 
 def cgroup_dirs(path):
-    from pathlib import Path
-
     return [h / path.lstrip("/") for h in Path("/sys/fs/cgroup").iterdir() if (h / path.lstrip("/")).is_dir()]
 
 

@@ -148,7 +148,7 @@ def test_missing_swap_accounting_and_hugepage_size(mgr, v1_root):
 
 def test_blkio_weight_without_a_weight_file(mgr, v1_root):
     mgr.apply(1)
-    with pytest.raises(NotSupported, match="blockIO.weight"):
+    with pytest.raises(NotSupported, match=r"blockIO\.weight"):
         mgr.set({"blockIO": {"weight": 500}})
 
 
