@@ -47,10 +47,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("bundle")
     p.add_argument("--terminal", action="store_true")
-    p.add_argument("args", nargs=argparse.REMAINDER)
-    a = p.parse_args()
-    args = [x for x in a.args if x != "--"] if a.args[:1] == ["--"] else a.args
-    make_bundle(a.bundle, args or ["sh"], a.terminal)
+    p.add_argument("args", nargs="*", help="the command, after --")
+    a = p.parse_intermixed_args()
+    make_bundle(a.bundle, a.args or ["sh"], a.terminal)
 
 
 if __name__ == "__main__":

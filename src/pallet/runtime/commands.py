@@ -249,7 +249,7 @@ def cmd_exec(args, log, runtime) -> int:
                              pid_file=args.pid_file, preserve_fds=args.preserve_fds)
             return 0 if args.detach else result
         pid = rt.exec(args.id, process, console_socket=console_path, detach=True,
-                      pid_file=args.pid_file, preserve_fds=args.preserve_fds)
+                      pid_file=args.pid_file, preserve_fds=args.preserve_fds, subreaper=True)
         conn, _ = listener.accept()
         _msg, fds, _f, _a = socket.recv_fds(conn, 16, 1)
         conn.close()

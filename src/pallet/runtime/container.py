@@ -362,7 +362,7 @@ class Runtime:
 
     # -- exec --------------------------------------------------------------------------------
     def exec(self, cid: str, process: dict, console_socket: str | None = None, detach: bool = False,
-             pid_file: str | None = None, preserve_fds: int = 0, subreaper: bool = True) -> int:
+             pid_file: str | None = None, preserve_fds: int = 0, subreaper: bool | None = None) -> int:
         """Run `process` in the container; return its pid (detach) or wait and return its status."""
         st = self.store.load(cid)
         status = self.status(st)
@@ -391,8 +391,8 @@ class Runtime:
         plan = initmod.InitPlan(config=config, rootfs="/", join_fds=join_fds, new_flags=0,
                                 new_userns=False, console=console, preserve_fds=preserve_fds,
                                 seccomp=_compile_seccomp(linux))
-        if subreaper and not detach:
-            self.sys.prctl(F.PR_SET_CHILD_SUBREAPER, 1)
+        if subreaper if subreaper is not None else not detach:
+            self.sys.prctl(F.PR_SET_CHILD_SUBREAPER, 1)  # stage 2 is reparented to us: we wait for it
         parent, child = Channel.pair()
         stage1_pid = os.fork()
         if stage1_pid == 0:

@@ -122,3 +122,91 @@ def test_pause_resume(env):
     assert env.state("p1")["status"] == "paused"
     env.run("resume", "p1")
     assert env.state("p1")["status"] == "running"
+
+
+def _drive_pty(cmd, script: bytes, timeout=20.0):
+    """Run cmd on a fresh pty, type `script`, return (exit status, everything it printed)."""
+    import subprocess
+
+    master, slave = os.openpty()
+    proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    time.sleep(0.5)
+    os.write(master, script)
+    out = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    return proc.wait(timeout=timeout), out.decode(errors="replace")
+
+
+def test_run_and_exec_with_a_terminal(env):
+    from conftest import RUNTIME
+
+    bundle, spec = env.bundle(["sh"])
+    spec["process"]["terminal"] = True
+    env.write(bundle, spec)
+    env.ids.append("tty")
+    rc, out = _drive_pty([*RUNTIME, "--root", str(env.root), "run", "--bundle", str(bundle), "tty"],
+                         b"echo in-$(tty)\nexit 5\n")
+    assert rc == 5
+    assert "in-/dev/pts/0" in out
+    bundle2, _ = env.bundle(["sleep", "1000"], name="b2")
+    env.container("tty2", bundle2)
+    env.run("start", "tty2")
+    rc, out = _drive_pty([*RUNTIME, "--root", str(env.root), "exec", "-t", "tty2", "sh"],
+                         b"echo ex-$(tty)\nexit 6\n")
+    assert rc == 6
+    assert "ex-/dev/pts/" in out
+
+
+def test_kill_all_and_ps_table(env):
+    bundle, _ = env.bundle(["sh", "-c", "sleep 1000 & sleep 1000 & wait"])
+    env.container("ka", bundle)
+    env.run("start", "ka")
+    deadline = time.monotonic() + 5
+    while len(json.loads(env.run("ps", "--format", "json", "ka").stdout)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    table = env.run("ps", "ka").stdout.splitlines()
+    assert "PID" in table[0] and len(table) == 4
+    env.run("kill", "--all", "ka", "KILL")
+    wait_status(env, "ka", "stopped")
+    assert json.loads(env.run("ps", "--format", "json", "ka").stdout) == []
+
+
+def test_log_file_json_on_error(env):
+    log = env.tmp / "log.json"
+    proc = env.run("--log", str(log), "--log-format", "json", "state", "nope", check=False)
+    # global flags come before the command, as with runc
+    assert proc.returncode != 0
+    proc = subprocess_run_global(env, ["--log", str(log), "--log-format", "json", "state", "nope"])
+    assert proc.returncode == 1
+    entry = json.loads(log.read_text().splitlines()[-1])
+    assert entry["level"] == "error" and "does not exist" in entry["msg"]
+
+
+def subprocess_run_global(env, args):
+    import subprocess
+
+    from conftest import RUNTIME
+
+    return subprocess.run([*RUNTIME, "--root", str(env.root), *args], capture_output=True, text=True)
+
+
+def test_spec_and_features(env, tmp_path):
+    d = tmp_path / "specdir"
+    d.mkdir()
+    proc = subprocess_run_global(env, ["spec", "--bundle", str(d)])
+    assert proc.returncode == 0
+    spec = json.loads((d / "config.json").read_text())
+    assert spec["process"]["noNewPrivileges"] is True
+    assert subprocess_run_global(env, ["spec", "--bundle", str(d)]).returncode == 1  # exists
+    feats = json.loads(subprocess_run_global(env, ["features"]).stdout)
+    assert "user" in feats["linux"]["namespaces"] and feats["linux"]["seccomp"]["enabled"]
