@@ -34,7 +34,7 @@ _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 def check_id(container_id: str) -> None:
     """Container ids become directory names: refuse anything that could escape --root."""
-    if not _ID_RE.match(container_id) or len(container_id) > 1024:
+    if not _ID_RE.fullmatch(container_id) or len(container_id) > 1024:
         raise InvalidArgument(f"invalid container id {container_id!r}: use letters, digits and _.+-")
 
 
@@ -90,8 +90,9 @@ def validate_config(config: Any) -> None:
         w = f"mounts[{i}]"
         _type(w, m, dict, "an object")
         _type(f"{w}.destination", m.get("destination"), str, "a string")
-        if not m["destination"].startswith("/"):
-            raise InvalidArgument(f"{w}.destination: must be an absolute path, got {m['destination']!r}")
+        # A relative destination is deprecated but allowed: relative to "/" (config.md, "Mounts").
+        if not m["destination"]:
+            raise InvalidArgument(f"{w}.destination: must not be empty")
         if "options" in m:
             _str_list(f"{w}.options", m["options"])
         for key in ("uidMappings", "gidMappings"):

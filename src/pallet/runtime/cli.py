@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import sys
 import time
@@ -55,14 +56,19 @@ def parse_signal(value: str) -> int:
         raise InvalidArgument(f"unknown signal {value!r}") from None
 
 
+_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?) ?([kmgtp])?i?b?$", re.IGNORECASE)
+
+
 def parse_bytes(value: str) -> int:
-    units = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g": 1024**3, "gb": 1024**3}
-    v = value.strip().lower()
-    num = v.rstrip("kmgb")
-    try:
-        return int(float(num) * units[v[len(num):]]) if num != "-1" else -1
-    except (ValueError, KeyError):
-        raise InvalidArgument(f"invalid size {value!r}") from None
+    """A size as runc's update takes it (go-units RAMInBytes: binary units, 512m, 1GiB), or -1."""
+    v = value.strip()
+    if v == "-1":
+        return -1
+    m = _SIZE_RE.match(v)
+    if not m:
+        raise InvalidArgument(f"invalid size {value!r}")
+    power = " kmgtp".index((m.group(2) or " ").lower())
+    return int(float(m.group(1)) * 1024**power)
 
 
 def build_parser() -> argparse.ArgumentParser:

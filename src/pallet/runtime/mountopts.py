@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pallet.errors import NotSupported
 from pallet.syscalls import flags as F
 
 # option -> (clear?, flag)
@@ -27,7 +28,13 @@ _FLAGS: dict[str, tuple[bool, int]] = {
     "lazytime": (False, F.MS_LAZYTIME), "nolazytime": (True, F.MS_LAZYTIME),
     "nosymfollow": (False, F.MS_NOSYMFOLLOW), "symfollow": (True, F.MS_NOSYMFOLLOW),
     "bind": (False, F.MS_BIND), "rbind": (False, F.MS_BIND | F.MS_REC),
+    "defaults": (False, 0), "silent": (False, F.MS_SILENT), "loud": (True, F.MS_SILENT),
+    "iversion": (False, F.MS_I_VERSION), "noiversion": (True, F.MS_I_VERSION),
 }
+
+# The recursive variants (rro, rnosuid...) need mount_setattr(AT_RECURSIVE); refused clearly for
+# now rather than passed to the filesystem as data, where a bind mount would silently ignore them.
+_RECURSIVE = {"r" + name for name in _FLAGS if name not in ("bind", "rbind", "defaults", "remount")}
 
 _PROPAGATION: dict[str, int] = {
     "private": F.MS_PRIVATE, "rprivate": F.MS_PRIVATE | F.MS_REC,
@@ -69,6 +76,8 @@ def parse(options: list[str]) -> MountOptions:
             recursive = recursive or opt == "ridmap"
         elif opt in _RUNTIME_ONLY:
             continue
+        elif opt in _RECURSIVE:
+            raise NotSupported(f"mount option {opt!r}: recursive mount attributes are not supported yet")
         else:
             data.append(opt)
     return MountOptions(flags, propagation, ",".join(data), idmap, recursive)

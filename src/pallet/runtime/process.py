@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import resource
 
-from pallet.errors import InvalidArgument, NotFound
+from pallet.errors import InvalidArgument, NotFound, PermissionDenied
 from pallet.runtime import capabilities
 from pallet.syscalls import flags as F
 
@@ -56,6 +56,9 @@ def find_executable(arg0: str, env: dict[str, str]) -> str:
     if "/" in arg0:
         if not os.path.exists(arg0):
             raise NotFound(f"exec: {arg0!r}: no such file or directory")
+        # runc refuses at create, and podman maps "permission denied" to exit status 126.
+        if os.path.isdir(arg0) or not os.access(arg0, os.X_OK):
+            raise PermissionDenied(f"exec: {arg0!r}: permission denied")
         return arg0
     for d in env.get("PATH", DEFAULT_PATH).split(":"):
         cand = os.path.join(d or ".", arg0)

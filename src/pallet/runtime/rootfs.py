@@ -45,8 +45,10 @@ def device_rules(linux: dict) -> list[dict]:
     """linux.resources.devices with the defaults and every linux.devices entry allowed after it."""
     rules = list((linux.get("resources") or {}).get("devices") or [])
     rules += DEFAULT_DEVICE_RULES
-    rules += [{"allow": True, "type": d["type"], "major": d.get("major"), "minor": d.get("minor"),
-               "access": "rwm"} for d in linux.get("devices") or [] if d["type"] in ("c", "b")]
+    # "u" (unbuffered) is a character device to the kernel and to the devices cgroup (runc).
+    rules += [{"allow": True, "type": "c" if d["type"] == "u" else d["type"], "major": d.get("major"),
+               "minor": d.get("minor"), "access": "rwm"}
+              for d in linux.get("devices") or [] if d["type"] in ("c", "b", "u")]
     return rules
 
 
@@ -58,9 +60,18 @@ DEV_SYMLINKS = [
     ("pts/ptmx", "/dev/ptmx"),
 ]
 
-# statvfs f_flag bits that equal their MS_* twins and that a remount must keep: in a user
-# namespace the kernel locks them and refuses a remount that would clear them (mount(2), EPERM).
-_LOCKED = F.MS_NOSUID | F.MS_NODEV | F.MS_NOEXEC | F.MS_NOATIME | F.MS_NODIRATIME | F.MS_RELATIME
+# statvfs f_flag bit -> mount flag, for the flags a remount must keep: in a user namespace the
+# kernel locks them and refuses a remount that would clear them (mount(2), EPERM). Most ST_* equal
+# their MS_* twins, but ST_RELATIME (0x1000) does not (statvfs(3)).
+_ST_TO_MS = {
+    os.ST_NOSUID: F.MS_NOSUID, os.ST_NODEV: F.MS_NODEV, os.ST_NOEXEC: F.MS_NOEXEC,
+    os.ST_NOATIME: F.MS_NOATIME, os.ST_NODIRATIME: F.MS_NODIRATIME, os.ST_RELATIME: F.MS_RELATIME,
+}
+
+
+def locked_flags(path: str) -> int:
+    st = os.statvfs(path).f_flag
+    return sum(ms for st_bit, ms in _ST_TO_MS.items() if st & st_bit)
 
 
 class Rootfs:
@@ -68,18 +79,18 @@ class Rootfs:
         self.root = os.path.abspath(rootfs)
         self.sys = syscalls
         self.in_userns = in_userns
+        self.propagation = 0  # a shared propagation to apply to / after pivot_root
 
     # -- before mounts ---------------------------------------------------------------------
     def prepare(self, propagation: str | None) -> None:
         """Keep our mounts from leaking to the host, then make the rootfs a mount point."""
         flag = mountopts.propagation_flag(propagation) if propagation else F.MS_SLAVE | F.MS_REC
-        # Mounting below needs a non-shared parent; with rshared asked we still start from rslave
-        # and switch the rootfs itself to shared after it is set up (runc does the same).
+        # pivot_root(2) refuses a shared new root (EINVAL): with (r)shared asked, start from
+        # rslave and make the new / shared after the pivot, as runc does.
         base = flag if not flag & F.MS_SHARED else F.MS_SLAVE | F.MS_REC
+        self.propagation = flag if flag & F.MS_SHARED else 0
         self.sys.mount(None, "/", None, base, None)
         self.sys.mount(self.root, self.root, None, F.MS_BIND | F.MS_REC, None)
-        if flag & F.MS_SHARED:
-            self.sys.mount(None, self.root, None, flag, None)
 
     # -- the spec's mounts -----------------------------------------------------------------
     def mount_all(self, mounts: list[dict], cgroup_binds: Callable[[], list[tuple[str, str]]],
@@ -137,8 +148,7 @@ class Rootfs:
         wanted = flags & ~(F.MS_BIND | F.MS_REC | F.MS_REMOUNT)
         if not wanted:
             return
-        locked = os.statvfs(dest).f_flag & _LOCKED
-        self.sys.mount(None, dest, None, F.MS_BIND | F.MS_REMOUNT | wanted | locked, None)
+        self.sys.mount(None, dest, None, F.MS_BIND | F.MS_REMOUNT | wanted | locked_flags(dest), None)
 
     def _mkdest(self, dest: str, source: str) -> None:
         """Create the mount point: a directory for a directory source, a file otherwise."""
@@ -180,7 +190,7 @@ class Rootfs:
                            | F.MS_NODEV | F.MS_NOEXEC, None)
 
     # -- /dev --------------------------------------------------------------------------------
-    def create_devices(self, devices: list[dict], uid: int = 0, gid: int = 0) -> None:
+    def create_devices(self, devices: list[dict]) -> None:
         """Default devices plus linux.devices: mknod, or bind mounts inside a user namespace."""
         wanted = [{"path": p, "type": t, "major": ma, "minor": mi, "fileMode": mode}
                   for p, t, ma, mi, mode in DEFAULT_DEVICES]
@@ -230,6 +240,8 @@ class Rootfs:
             self.sys.mount(self.root, "/", None, F.MS_MOVE, None)
             os.chroot(".")
             os.chdir("/")
+            if self.propagation:
+                self.sys.mount(None, "/", None, self.propagation, None)
             return
         old = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
         new = os.open(self.root, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
@@ -242,6 +254,8 @@ class Rootfs:
             self.sys.mount(None, ".", None, F.MS_SLAVE | F.MS_REC, None)
             self.sys.umount2(".", F.MNT_DETACH)
             os.chdir("/")
+            if self.propagation:
+                self.sys.mount(None, "/", None, self.propagation, None)
         finally:
             os.close(old)
             os.close(new)
@@ -263,9 +277,8 @@ class Rootfs:
             if not os.path.exists(p):
                 continue
             self.sys.mount(p, p, None, F.MS_BIND | F.MS_REC, None)
-            locked = os.statvfs(p).f_flag & _LOCKED
-            self.sys.mount(None, p, None, F.MS_BIND | F.MS_REMOUNT | F.MS_RDONLY | F.MS_REC | locked, None)
+            self.sys.mount(None, p, None, F.MS_BIND | F.MS_REMOUNT | F.MS_RDONLY | F.MS_REC | locked_flags(p),
+                           None)
 
     def readonly_root(self) -> None:
-        locked = os.statvfs("/").f_flag & _LOCKED
-        self.sys.mount(None, "/", None, F.MS_BIND | F.MS_REMOUNT | F.MS_RDONLY | locked, None)
+        self.sys.mount(None, "/", None, F.MS_BIND | F.MS_REMOUNT | F.MS_RDONLY | locked_flags("/"), None)

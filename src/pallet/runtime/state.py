@@ -2,7 +2,7 @@
 
 Layout, version 1:
     <root>/<id>/state.json   {"version": 1, "id", "pid", "pid_start", "bundle", "rootfs", "created",
-                              "owner", "cgroup_path", "config", "annotations", "exec_fifo": bool}
+                              "owner", "cgroup_path", "config", "annotations"}
     <root>/<id>/exec.fifo    present from create until start (the init blocks writing to it)
 state.json is written atomically (temp + fsync + rename). The status is not stored: it is read
 from the kernel each time (is the pid alive with the same start time, is the fifo still there,

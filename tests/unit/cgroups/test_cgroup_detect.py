@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import make_v1, make_v2, populate_v2
+from fake_cgroupfs import make_v1, make_v2, populate_v2
 
 from pallet.cgroups import create_cgroup_manager, detect_version, v1_hierarchies
 from pallet.errors import InvalidArgument, NotSupported

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import drop_interface_files, populate_v1
+from fake_cgroupfs import drop_interface_files, populate_v1
 
 from pallet.cgroups import create_cgroup_manager
 from pallet.cgroups.stats import BlkioEntry

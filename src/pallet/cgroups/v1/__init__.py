@@ -97,7 +97,11 @@ class V1Manager:
         mem = section(resources_, "memory")
         if _memory_requested(mem):
             memory.set(self._need("memory", "memory"), mem)
-        if any(cpu_.get(k) is not None for k in ("shares", "quota", "period", "burst", "idle")):
+        cpu_keys = ("shares", "quota", "period", "burst", "idle")
+        # Zeros mean "unset" except for burst and idle, which they reset on update; they need
+        # no cpu hierarchy when there is none (validate() agrees).
+        if any(cpu_.get(k) for k in cpu_keys) or (
+                "cpu" in self._hierarchies and any(cpu_.get(k) is not None for k in cpu_keys)):
             cpu.set(self._need("cpu", "cpu"), cpu_)
         blk = section(resources_, "blockIO")
         if any(v for v in blk.values()):
