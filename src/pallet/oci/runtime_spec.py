@@ -95,6 +95,9 @@ def validate_config(config: Any) -> None:
             raise InvalidArgument(f"{w}.destination: must not be empty")
         if "options" in m:
             _str_list(f"{w}.options", m["options"])
+        binds = {"bind", "rbind"} & set(m.get("options") or [])
+        if not m.get("type") and not binds:
+            raise InvalidArgument(f"{w}.type: required unless options has bind or rbind")
         for key in ("uidMappings", "gidMappings"):
             if key in m:
                 _id_mappings(f"{w}.{key}", m[key])

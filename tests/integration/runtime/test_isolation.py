@@ -250,7 +250,7 @@ def cgroup_dirs(path):
     (lambda s: s["process"].update(args=[]), "process.args"),
     (lambda s: s["process"]["rlimits"].append({"type": "RLIMIT_NOFILE", "soft": 30000, "hard": 30000}),
      "process.rlimits[1]"),
-    (lambda s: s["mounts"].append({"destination": "relative"}), "mounts[7].destination"),
+    (lambda s: s["mounts"].append({"destination": "/x"}), "mounts[7].type"),
     (lambda s: s["linux"]["seccomp"].update(defaultAction="SCMP_ACT_FOO"), "linux.seccomp.defaultAction"),
     (lambda s: s["process"]["capabilities"]["bounding"].append("CAP_FOO"), "process.capabilities.bounding"),
     (lambda s: s["linux"]["resources"].update(memory={"limit": "lots"}), "linux.resources.memory.limit"),
