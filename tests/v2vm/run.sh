@@ -61,9 +61,9 @@ mkdir -p /newroot/dev/pts /newroot/dev/shm /newroot/dev/mqueue
 mount -t devpts -o newinstance,ptmxmode=0666 devpts /newroot/dev/pts
 mount -t tmpfs tmpfs /newroot/dev/shm; mount -t mqueue mqueue /newroot/dev/mqueue
 ip link set lo up 2>/dev/null
-chroot /newroot /bin/bash "$SHARE/$SCRIPT"
-echo $? > "/newroot$SHARE/$SCRIPT.rc"
-sync; poweroff -f
+# switch_root, not chroot: the host root must become the root of the mount namespace, or a
+# setns(CLONE_NEWNS) into a container (pallet-runtime exec) lands in the initramfs.
+exec switch_root /newroot /bin/sh -c "/bin/bash $SHARE/$SCRIPT; echo \$? > $SHARE/$SCRIPT.rc; sync; /bin/busybox poweroff -f"
 INITEOF
 )
 STAMP=$( (echo "$KVER"; echo "$INIT") | md5sum | cut -c1-12)
