@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import signal
 import sys
@@ -192,5 +193,17 @@ def _dispatch(args, log) -> int:
     return getattr(commands, "cmd_" + args.command.replace("-", "_"))(args, log, _runtime)
 
 
+def run() -> None:
+    """Console-script entry: flush and leave without the interpreter's teardown (~12 ms of freeing
+    modules that a short-lived command does not need; nothing here relies on atexit)."""
+    try:
+        rc = main()
+    except SystemExit as exc:  # argparse's --help, --version and usage errors
+        rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -5,16 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
-import shutil
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import termios
 import time
-import tty
 
 from pallet.errors import InvalidArgument, NotFound
 from pallet.runtime.cli import parse_bytes, parse_signal
@@ -39,6 +32,10 @@ def cmd_start(args, log, runtime) -> int:
 
 
 def cmd_run(args, log, runtime) -> int:
+    import shutil
+    import socket
+    import tempfile
+
     from pallet.runtime.container import CreateOptions, wait_status
 
     rt = runtime(args, log)
@@ -103,6 +100,9 @@ def _forward_signals(pid: int) -> None:
 
 def _proxy_pty(master: int, pid: int) -> None:
     """Copy between our stdio and the container's pty until the container's side closes."""
+    import select
+    import termios
+    import tty
     stdin_tty = os.isatty(0)
     saved = termios.tcgetattr(0) if stdin_tty else None
     if stdin_tty:
@@ -183,6 +183,8 @@ def cmd_list(args, log, runtime) -> int:
 
 
 def cmd_ps(args, log, runtime) -> int:
+    import subprocess
+
     pids = runtime(args, log).pids(args.id)
     if args.format == "json":
         sys.stdout.write(json.dumps(pids) + "\n")
@@ -203,6 +205,10 @@ def cmd_ps(args, log, runtime) -> int:
 
 
 def cmd_exec(args, log, runtime) -> int:
+    import shutil
+    import socket
+    import tempfile
+
     rt = runtime(args, log)
     st = rt.store.load(args.id)
     if args.process:

@@ -9,36 +9,28 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import datetime
 import json
 import os
 import pwd
 import select
 import signal
-import socket
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 from pallet.errors import Conflict, InvalidArgument, NotFound, PalletError
 from pallet.oci.runtime_spec import NAMESPACES, validate_config, validate_process
-from pallet.runtime import init as initmod
-from pallet.runtime.hooks import run_hooks, run_poststop
-from pallet.runtime.rootfs import Rootfs, device_rules
 from pallet.runtime.state import ContainerState, StateStore, oci_state, proc_start_time, status_of
-from pallet.runtime.sync import Channel, SyncError
+from pallet.runtime.sync import SyncError
 from pallet.syscalls import flags as F
 from pallet.syscalls import real
 
 
-@dataclass(frozen=True)
 class CreateOptions:
-    bundle: str
-    pid_file: str | None = None
-    console_socket: str | None = None
-    no_pivot: bool = False
-    preserve_fds: int = 0
-    subreaper: bool = False
+    """Options of `create` and `run` (a plain class: see ContainerState for why)."""
+
+    def __init__(self, bundle: str, pid_file: str | None = None, console_socket: str | None = None,
+                 no_pivot: bool = False, preserve_fds: int = 0, subreaper: bool = False) -> None:
+        self.bundle, self.pid_file, self.console_socket = bundle, pid_file, console_socket
+        self.no_pivot, self.preserve_fds, self.subreaper = no_pivot, preserve_fds, subreaper
 
 
 def cgroup_path_for(linux: dict, cid: str) -> str:
@@ -55,7 +47,9 @@ def cgroup_path_for(linux: dict, cid: str) -> str:
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+    """RFC 3339 in UTC with nanoseconds, as runc writes `created` (no datetime import: start-up)."""
+    ns = time.time_ns()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
 
 
 class Runtime:
@@ -66,12 +60,17 @@ class Runtime:
         self.warn = warn or (lambda msg: None)
 
     def _cgroup(self, path: str):
+        from pathlib import Path
+
         from pallet.cgroups import create_cgroup_manager
 
         return create_cgroup_manager(path, root=Path(self.cgroup_root))
 
     # -- create ------------------------------------------------------------------------------
     def create(self, cid: str, opts: CreateOptions) -> ContainerState:
+        from pallet.runtime import init as initmod
+        from pallet.runtime.rootfs import Rootfs, device_rules
+
         bundle = os.path.abspath(opts.bundle)
         config = self._load_config(bundle)
         linux = config.setdefault("linux", {})
@@ -115,7 +114,7 @@ class Runtime:
                 new_userns=bool(_new_flags(linux) & F.CLONE_NEWUSER),
                 fifo_fd=fifo_fd, console=console, cgroup_binds=_cgroup_binds(cg, linux),
                 no_pivot=opts.no_pivot, preserve_fds=opts.preserve_fds,
-                hook_state=oci_state(st, "creating"), seccomp=_compile_seccomp(linux),
+                hook_state=oci_state(st, "creating"), seccomp=self._seccomp(linux),
             )
             if opts.subreaper:
                 self.sys.prctl(F.PR_SET_CHILD_SUBREAPER, 1)
@@ -135,7 +134,11 @@ class Runtime:
         del state_dir
         return st
 
-    def _spawn(self, plan: initmod.InitPlan, cg, linux: dict, st: ContainerState) -> int:
+    def _spawn(self, plan, cg, linux: dict, st: ContainerState) -> int:
+        from pallet.runtime import init as initmod
+        from pallet.runtime.hooks import run_hooks
+        from pallet.runtime.sync import Channel
+
         parent, child = Channel.pair()
         stage1_pid = os.fork()
         if stage1_pid == 0:
@@ -210,6 +213,8 @@ class Runtime:
 
     def _idmapped_mounts(self, config: dict, stage1_pid: int) -> list[int]:
         """Detached, id-mapped clones of the sources of idmap mounts (open_tree + mount_setattr)."""
+        from pallet.runtime import init as initmod
+
         fds: list[int] = []
         for i, m in enumerate(config.get("mounts") or []):
             if not initmod._is_idmapped(m):
@@ -256,9 +261,11 @@ class Runtime:
         finally:
             os.close(fd)
             with contextlib.suppress(FileNotFoundError):
-                fifo.unlink()
+                os.unlink(fifo)
         hooks = st.config.get("hooks") or {}
         if hooks.get("poststart"):
+            from pallet.runtime.hooks import run_hooks
+
             try:
                 run_hooks("poststart", hooks["poststart"], oci_state(st, "running"))
             except PalletError:
@@ -267,10 +274,12 @@ class Runtime:
 
     # -- queries -----------------------------------------------------------------------------
     def status(self, st: ContainerState) -> str:
-        frozen = False
-        if st.pid and proc_start_time(st.pid) == st.pid_start:
-            with contextlib.suppress(PalletError, OSError):
-                frozen = self._cgroup(st.cgroup_path).frozen()
+        def frozen() -> bool:
+            try:
+                return bool(self._cgroup(st.cgroup_path).frozen())
+            except (PalletError, OSError):
+                return False
+
         return status_of(self.store, st, frozen)
 
     def state(self, cid: str) -> dict:
@@ -327,6 +336,8 @@ class Runtime:
         cg.destroy()
         hooks = st.config.get("hooks") or {}
         if hooks.get("poststop"):
+            from pallet.runtime.hooks import run_poststop
+
             run_poststop(hooks["poststop"], oci_state(st, "stopped"), self.warn)
         self.store.remove(cid)
 
@@ -364,6 +375,9 @@ class Runtime:
     def exec(self, cid: str, process: dict, console_socket: str | None = None, detach: bool = False,
              pid_file: str | None = None, preserve_fds: int = 0, subreaper: bool | None = None) -> int:
         """Run `process` in the container; return its pid (detach) or wait and return its status."""
+        from pallet.runtime import init as initmod
+        from pallet.runtime.sync import Channel
+
         st = self.store.load(cid)
         status = self.status(st)
         if status not in ("running", "created"):
@@ -390,7 +404,7 @@ class Runtime:
         config = {**st.config, "process": process}
         plan = initmod.InitPlan(config=config, rootfs="/", join_fds=join_fds, new_flags=0,
                                 new_userns=False, console=console, preserve_fds=preserve_fds,
-                                seccomp=_compile_seccomp(linux))
+                                seccomp=self._seccomp(linux))
         if subreaper if subreaper is not None else not detach:
             self.sys.prctl(F.PR_SET_CHILD_SUBREAPER, 1)  # stage 2 is reparented to us: we wait for it
         parent, child = Channel.pair()
@@ -482,7 +496,12 @@ class Runtime:
         fds.sort(key=lambda item: item[0] == "user")
         return fds
 
-    def _connect_console(self, path: str) -> socket.socket:
+    def _seccomp(self, linux: dict):
+        return _compile_seccomp(linux, os.path.join(self.store.root, ".seccomp"))
+
+    def _connect_console(self, path: str):
+        import socket
+
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
             sock.connect(path)
@@ -492,12 +511,37 @@ class Runtime:
         return sock
 
 
-def _compile_seccomp(linux: dict):
+def _compile_seccomp(linux: dict, cache_dir: str | None = None):
+    """The filter as BPF, compiled before fork (libseccomp is out of reach after pivot_root).
+
+    Compiling the default profile costs ~14 ms; the result depends only on the profile and on
+    this host's libseccomp, so it is cached under <root>/.seccomp, keyed by a hash of both.
+    """
     if not linux.get("seccomp"):
         return None
-    from pallet.runtime.seccomp import compile_filter
+    import hashlib
 
-    return compile_filter(linux["seccomp"])
+    from pallet.runtime.seccomp import Compiled, compile_filter
+    from pallet.syscalls import seccomp as scmp
+
+    scmp._libc()  # load it now: the init calls seccomp(2) through it after pivot_root
+    key = hashlib.sha256(json.dumps([linux["seccomp"], scmp.version()], sort_keys=True).encode()).hexdigest()
+    path = os.path.join(cache_dir, key) if cache_dir else None
+    if path:
+        try:
+            with open(path, "rb") as f:
+                flags = int.from_bytes(f.read(4), "little")
+                return Compiled(f.read(), flags, ())
+        except FileNotFoundError:
+            pass
+    compiled = compile_filter(linux["seccomp"])
+    if path and cache_dir:
+        os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(compiled.flags.to_bytes(4, "little") + compiled.program)
+        os.rename(tmp, path)
+    return compiled
 
 
 def _new_flags(linux: dict) -> int:

@@ -8,7 +8,6 @@ The child side uses it between fork and execve, so it does nothing but send and 
 from __future__ import annotations
 
 import json
-import socket
 
 from pallet.errors import PalletError
 
@@ -20,15 +19,19 @@ class SyncError(PalletError):
 
 
 class Channel:
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock) -> None:
         self.sock = sock
 
     @classmethod
     def pair(cls) -> tuple[Channel, Channel]:
+        import socket  # here, not at the top: `start` and `state` never need it
+
         a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         return cls(a), cls(b)
 
     def send(self, mtype: str, fds: list[int] | None = None, **fields) -> None:
+        import socket
+
         data = json.dumps({"type": mtype, **fields}).encode()
         if fds:
             socket.send_fds(self.sock, [data], fds)
@@ -36,6 +39,8 @@ class Channel:
             self.sock.sendall(data)
 
     def recv(self, expect: str | None = None) -> tuple[dict, list[int]]:
+        import socket
+
         data, fds, _flags, _addr = socket.recv_fds(self.sock, MAX_MSG, 16)
         if not data:
             raise SyncError("container setup process exited before finishing" if expect is None

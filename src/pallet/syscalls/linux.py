@@ -8,14 +8,13 @@ SyscallError subclass whose message names the operation and every argument, flag
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
-import platform
 
 from pallet.syscalls import flags as F
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# By soname, not ctypes.util.find_library: that runs /sbin/ldconfig -p on every start (~5 ms).
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
 # Syscall numbers for calls glibc 2.36 does not wrap everywhere (arch/*/entry/syscalls tables).
 _NR = {
@@ -23,7 +22,7 @@ _NR = {
                "setns": 308, "unshare": 272, "capget": 125, "capset": 126},
     "aarch64": {"pivot_root": 41, "open_tree": 428, "move_mount": 429, "mount_setattr": 442,
                 "setns": 268, "unshare": 97, "capget": 90, "capset": 91},
-}[platform.machine()]
+}[os.uname().machine]
 
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 from pallet.runtime.state import proc_start_time
+
+RUNTIME = [sys.executable, "-m", "pallet.runtime.cli"]
 
 
 def wait_status(env, cid, want, timeout=10.0):
@@ -148,8 +151,6 @@ def _drive_pty(cmd, script: bytes, timeout=20.0):
 
 
 def test_run_and_exec_with_a_terminal(env):
-    from conftest import RUNTIME
-
     bundle, spec = env.bundle(["sh"])
     spec["process"]["terminal"] = True
     env.write(bundle, spec)
@@ -194,8 +195,6 @@ def test_log_file_json_on_error(env):
 
 def subprocess_run_global(env, args):
     import subprocess
-
-    from conftest import RUNTIME
 
     return subprocess.run([*RUNTIME, "--root", str(env.root), *args], capture_output=True, text=True)
 

@@ -39,12 +39,11 @@ def test_oom_kill_under_memory_limit(env):
 def test_cpu_quota_is_enforced(env):
     started(env, "cpu", {"cpu": {"quota": 20000, "period": 100000}})
     before = stats(env, "cpu")["cpu"]["usage"]["total"]
-    t0 = time.monotonic()
     env.run("exec", "cpu", "timeout", "-s", "KILL", "2", "sh", "-c", "while :; do :; done", check=False)
-    wall = time.monotonic() - t0
     used = (stats(env, "cpu")["cpu"]["usage"]["total"] - before) / 1e9
-    # 20% of one CPU over ~2 s is ~0.4 s of CPU time; unthrottled it would be ~2 s.
-    assert 0.15 * wall <= used <= 0.35 * wall, (used, wall)
+    # The loop spins for 2 s: 20% of one CPU is ~0.4 s of CPU time; unthrottled it would be ~2 s.
+    # (Measured against the loop's 2 s, not the wall time, which includes exec's start-up.)
+    assert 0.25 <= used <= 0.75, used
     assert stats(env, "cpu")["cpu"]["throttling"]["throttledPeriods"] > 0
 
 

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -51,9 +50,9 @@ def dead_pid() -> int:
 
 def test_reserve_creates_the_directory(store, tmp_path):
     d = store.reserve("c1")
-    assert d == tmp_path / "state" / "c1"
-    assert d.is_dir()
-    assert store.fifo("c1") == d / "exec.fifo"
+    assert Path(d) == tmp_path / "state" / "c1"
+    assert Path(d).is_dir()
+    assert Path(store.fifo("c1")) == Path(d) / "exec.fifo"
 
 
 def test_reserve_twice_is_already_exists(store):
@@ -72,16 +71,16 @@ def test_save_then_load_round_trips(store):
 def test_state_json_is_versioned(store):
     store.reserve("c1")
     store.save(make_state())
-    data = json.loads((store.dir("c1") / "state.json").read_text())
+    data = json.loads((Path(store.dir("c1")) / "state.json").read_text())
     assert data["version"] == STATE_VERSION == 1
-    assert {k: v for k, v in data.items() if k != "version"} == asdict(make_state())
+    assert {k: v for k, v in data.items() if k != "version"} == make_state().to_dict()
 
 
 def test_save_is_atomic_and_leaves_no_temp_file(store):
     store.reserve("c1")
     store.save(make_state(pid=1))
     store.save(make_state(pid=2))
-    assert sorted(p.name for p in store.dir("c1").iterdir()) == ["state.json"]
+    assert sorted(p.name for p in Path(store.dir("c1")).iterdir()) == ["state.json"]
     assert store.load("c1").pid == 2
 
 
@@ -134,9 +133,9 @@ def test_list_of_a_missing_root_is_empty(tmp_path):
 def test_remove_deletes_everything_and_is_idempotent(store):
     store.reserve("c1")
     store.save(make_state())
-    store.fifo("c1").write_text("")
+    Path(store.fifo("c1")).write_text("")
     store.remove("c1")
-    assert not store.dir("c1").exists()
+    assert not Path(store.dir("c1")).exists()
     store.remove("c1")
     assert store.list() == []
     store.reserve("c1")  # the id is free again
@@ -160,7 +159,7 @@ def test_proc_start_time_of_a_zombie_is_none():
 
 def test_status_of_a_dead_pid_is_stopped(store):
     store.reserve("c1")
-    store.fifo("c1").write_text("")
+    Path(store.fifo("c1")).write_text("")
     assert status_of(store, make_state(pid=dead_pid(), pid_start=1)) == "stopped"
 
 
@@ -179,11 +178,11 @@ def test_status_created_running_paused(store):
     store.reserve("c1")
     me = os.getpid()
     st = make_state(pid=me, pid_start=proc_start_time(me))
-    store.fifo("c1").write_text("")
+    Path(store.fifo("c1")).write_text("")
     assert status_of(store, st) == "created"
-    store.fifo("c1").unlink()
+    Path(store.fifo("c1")).unlink()
     assert status_of(store, st) == "running"
-    assert status_of(store, st, frozen=True) == "paused"
+    assert status_of(store, st, frozen=lambda: True) == "paused"
 
 
 # -- the OCI state object --------------------------------------------------------------------------
