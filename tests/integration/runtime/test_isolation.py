@@ -264,3 +264,29 @@ def test_bad_config_names_field_and_leaves_nothing(env, mutate, field):
     assert field in proc.stderr, proc.stderr
     assert not (env.root / "bad").exists()
     assert not cgroup_dirs(env.cgroup_parent + "/b")
+
+
+def test_devices_user_oom_score_umask_groups_propagation(env):
+    bundle, spec = env.bundle(["sh", "-c", "ls -l /dev/fuse | cut -c1; cat /proc/self/oom_score_adj; umask; "
+                                           "id -G; grep ' / ' /proc/self/mountinfo | grep -c shared; true"])
+    spec["linux"]["devices"] = [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229,
+                                 "fileMode": 0o666, "uid": 0, "gid": 0}]
+    spec["process"]["oomScoreAdj"] = 500
+    spec["process"]["user"] = {"uid": 0, "gid": 0, "umask": 0o027, "additionalGids": [10, 20]}
+    spec["linux"]["rootfsPropagation"] = "rprivate"
+    env.write(bundle, spec)
+    out = run_out(env, bundle, "misc").split()
+    assert out[0] == "c"
+    assert out[1] == "500"
+    assert out[2] == "0027"
+    assert out[3:6] == ["0", "10", "20"]
+    assert out[6] == "0"  # rprivate: no shared peer group on /
+
+
+def test_start_container_hook_runs_inside(env):
+    bundle, spec = env.bundle(["cat", "/dev/shm/started"])
+    spec["hooks"] = {"startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "cat > /dev/shm/started"]}]}
+    env.write(bundle, spec)
+    out = run_out(env, bundle, "sc")
+    state = json.loads(out)
+    assert state["id"] == "sc" and state["status"] == "running"
