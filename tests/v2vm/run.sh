@@ -54,6 +54,8 @@ SHARE=$(arg vmshare); SCRIPT=$(arg vmscript)
 O=trans=virtio,version=9p2000.L,msize=262144
 mount -t 9p -o $O,ro,cache=loose hostroot /newroot
 for d in tmp run var/tmp; do mount -t tmpfs -o mode=1777 tmpfs /newroot/$d; done
+# The share may sit under /tmp, which is a fresh tmpfs in the guest: make its mount point.
+mkdir -p /newroot$SHARE
 mount -t 9p -o $O,cache=none share /newroot$SHARE
 mount --move /proc /newroot/proc; mount --move /sys /newroot/sys; mount --move /dev /newroot/dev
 mount -t cgroup2 -o nsdelegate cgroup2 /newroot/sys/fs/cgroup
