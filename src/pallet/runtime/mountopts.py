@@ -54,6 +54,7 @@ class MountOptions:
     data: str = ""
     idmap: bool = False
     recursive_idmap: bool = False
+    chdir: str = ""  # x-pallet.chdir=DIR: mount with DIR as the cwd (relative overlay lowerdirs)
 
     @property
     def is_bind(self) -> bool:
@@ -65,6 +66,7 @@ def parse(options: list[str]) -> MountOptions:
     propagation: list[int] = []
     data: list[str] = []
     idmap = recursive = False
+    chdir = ""
     for opt in options:
         if opt in _FLAGS:
             clear, bit = _FLAGS[opt]
@@ -76,11 +78,16 @@ def parse(options: list[str]) -> MountOptions:
             recursive = recursive or opt == "ridmap"
         elif opt in _RUNTIME_ONLY:
             continue
+        elif opt.startswith("x-"):
+            # mount(8) reserves x-* for userspace; the snapshotter's x-pallet.chdir is ours.
+            if opt.startswith("x-pallet.chdir="):
+                chdir = opt.partition("=")[2]
+            continue
         elif opt in _RECURSIVE:
             raise NotSupported(f"mount option {opt!r}: recursive mount attributes are not supported yet")
         else:
             data.append(opt)
-    return MountOptions(flags, propagation, ",".join(data), idmap, recursive)
+    return MountOptions(flags, propagation, ",".join(data), idmap, recursive, chdir)
 
 
 def propagation_flag(name: str) -> int:

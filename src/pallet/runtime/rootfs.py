@@ -129,6 +129,16 @@ class Rootfs:
                 # network namespace the kernel refuses, so bind the host's /sys (runc: same fallback).
                 self.sys.mount("/sys", dest, None, F.MS_BIND | F.MS_REC, None)
                 self._remount_bind(dest, flags)
+            elif opts.chdir:
+                # Overlay lowerdirs relative to the snapshot root keep a long chain under the
+                # one-page limit of mount data (pallet.oci.mount); mount from there, then come back.
+                here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    os.chdir(opts.chdir)
+                    self.sys.mount(source, dest, mtype, flags, data or None)
+                finally:
+                    os.fchdir(here)
+                    os.close(here)
             else:
                 self.sys.mount(source, dest, mtype, flags, data or None)
         for p in opts.propagation:

@@ -1,0 +1,1 @@
+"""Images: the content store (an OCI image layout), image metadata (SQLite), layers, snapshots."""
