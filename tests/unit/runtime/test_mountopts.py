@@ -160,6 +160,7 @@ def test_spec_must_options_are_flags_not_data(option, flags):
 
 
 def test_x_options_never_reach_the_kernel_and_chdir_is_kept():
-    opts = mountopts.parse(["lowerdir=2/fs:1/fs", "x-pallet.chdir=/var/lib/pallet/snapshots", "x-other", "ro"])
+    opts = mountopts.parse(["lowerdir=2/fs:1/fs", "x-pallet.chdir=/var/lib/pallet/snapshots", "x-other",
+                            "ro"])
     assert opts.data == "lowerdir=2/fs:1/fs"
     assert opts.chdir == "/var/lib/pallet/snapshots"
