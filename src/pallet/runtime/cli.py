@@ -72,7 +72,30 @@ def parse_bytes(value: str) -> int:
     return int(float(m.group(1)) * 1024**power)
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Skip:
+    """Stands in for the subparsers of the commands not being run: building all 17 costs ~6 ms."""
+
+    def add_argument(self, *args, **kwargs) -> None:
+        pass
+
+
+_GLOBAL_WITH_VALUE = {"--root", "--log", "--log-format", "--criu", "--rootless"}
+
+
+def _command_of(argv: list[str]) -> str | None:
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in _GLOBAL_WITH_VALUE:
+            i += 2
+            continue
+        if not arg.startswith("-"):
+            return arg
+        i += 1
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pallet-runtime", description="An OCI container runtime (runc's CLI).")
     p.add_argument("--root", default=DEFAULT_ROOT, help="directory for container state")
     p.add_argument("--log", default=None, help="log file (default: stderr only)")
@@ -86,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                    version=f"pallet-runtime version {__version__}\nspec: 1.2.0")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    def cmd(name: str, help: str) -> argparse.ArgumentParser:
+    def cmd(name: str, help: str):
+        if only is not None and name != only:
+            return _Skip()
         return sub.add_parser(name, help=help)
 
     for name in ("create", "run"):
@@ -162,8 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_COMMANDS = {"create", "run", "start", "state", "kill", "delete", "exec", "ps", "pause", "resume", "update",
+             "events", "spec", "features", "list"}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    only = _command_of(argv)
+    parser = build_parser(only if only in _COMMANDS else None)
     args = parser.parse_args(argv)
     log = _Log(args.log, args.log_format, args.debug)
     if not args.command:
