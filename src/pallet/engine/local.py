@@ -1,0 +1,102 @@
+"""Run an image once, in the foreground, without a daemon: image store + pallet-runtime.
+
+    python -m pallet.engine.local run [--data-root DIR] [--exec-root DIR] IMAGE [CMD...]
+It is the quick start's main job and the seed of the engine palletd will drive (issue 4): make
+the container's writable snapshot, mount it, write an OCI bundle from the image config with the
+runtime's secure defaults, `pallet-runtime run` it, then undo all of it. A built-in image
+(hello-world, busybox) missing from the store is bootstrapped first; nothing comes from a
+registry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+
+from pallet.errors import NotFound, PalletError
+
+BUILTIN = ("hello-world", "busybox")
+
+
+def bundle_config(image_config: dict, rootfs: str, cid: str, args: list[str] | None = None,
+                  cgroup_parent: str = "/pallet") -> dict:
+    """The runtime spec for a container of an image: Entrypoint + Cmd (or args), Env, WorkingDir."""
+    from pallet.runtime.spec import DEFAULT_ENV, default_spec
+
+    cfg = image_config or {}
+    argv = list(cfg.get("Entrypoint") or []) + (args or list(cfg.get("Cmd") or []))
+    if not argv:
+        raise PalletError("the image has no command: give one")
+    spec = default_spec(args=argv, terminal=False, rootfs=rootfs)
+    spec["root"]["readonly"] = False
+    env = {e.split("=", 1)[0]: e for e in DEFAULT_ENV}
+    env.update({e.split("=", 1)[0]: e for e in cfg.get("Env") or []})
+    spec["process"]["env"] = list(env.values())
+    spec["process"]["cwd"] = cfg.get("WorkingDir") or "/"
+    user = cfg.get("User") or ""
+    if user:
+        uid, _, gid = user.partition(":")
+        if not uid.isdigit() or (gid and not gid.isdigit()):
+            raise PalletError(f"user {user!r}: only numeric uid[:gid] is supported here")
+        spec["process"]["user"] = {"uid": int(uid), "gid": int(gid or 0)}
+    spec["hostname"] = cid[:12]
+    spec["linux"]["cgroupsPath"] = f"{cgroup_parent}/{cid}"
+    return spec
+
+
+def run_image(ref: str, data_root: str, exec_root: str, args: list[str] | None = None,
+              cgroup_parent: str = "/pallet", stdout=None) -> int:
+    from pallet.image.service import ImageService, mount_rootfs, unmount_rootfs
+
+    svc = ImageService(data_root)
+    try:
+        img = svc.get(ref)
+    except NotFound:
+        if ref.split(":")[0] not in BUILTIN:
+            raise
+        svc.bootstrap(ref.split(":")[0])
+        img = svc.get(ref)
+    cid = uuid.uuid4().hex
+    bundle = os.path.join(exec_root, "containers", cid)
+    rootfs = os.path.join(bundle, "rootfs")
+    os.makedirs(rootfs, mode=0o700)
+    mounts = svc.prepare_container_rootfs(cid, img)
+    try:
+        mount_rootfs(mounts, rootfs)
+        try:
+            spec = bundle_config(img.config.config or {}, rootfs, cid, args, cgroup_parent)
+            with open(os.path.join(bundle, "config.json"), "w") as f:
+                json.dump(spec, f)
+            return subprocess.run([sys.executable, "-m", "pallet.runtime.cli", "--root",
+                                   os.path.join(exec_root, "runtime"), "run", "--bundle", bundle, cid],
+                                  stdout=stdout).returncode
+        finally:
+            unmount_rootfs(mounts, rootfs)
+    finally:
+        svc.remove_container_rootfs(cid)
+        shutil.rmtree(bundle, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pallet.engine.local", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run an image in the foreground and remove the container")
+    r.add_argument("--data-root", default="/var/lib/pallet")
+    r.add_argument("--exec-root", default="/run/pallet")
+    r.add_argument("image")
+    r.add_argument("args", nargs=argparse.REMAINDER)
+    a = p.parse_args(argv)
+    try:
+        return run_image(a.image, a.data_root, a.exec_root, a.args or None)
+    except PalletError as exc:
+        print(f"pallet: {exc}", file=sys.stderr)
+        return 125
+
+
+if __name__ == "__main__":
+    sys.exit(main())
