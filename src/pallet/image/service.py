@@ -71,6 +71,7 @@ from pallet.oci.manifest import (
     ImageConfig,
     Manifest,
     canonical_json,
+    chain_ids,
     check_image,
     parse_config,
     parse_manifest,
@@ -84,15 +85,6 @@ LEASE_TTL = timedelta(hours=24)
 BUILTIN_IMAGES = ("hello-world", "busybox", "debian")
 DEFAULT_DEBIAN_SUITE = "bookworm"
 _HEX = frozenset("0123456789abcdef")
-
-
-def chain_ids(diff_ids: Sequence[str]) -> list[str]:
-    """The ChainID of each layer stack L0..Ln (image-spec config.md, "Layer ChainID")."""
-    out: list[str] = []
-    for diff_id in diff_ids:
-        d = str(Digest(diff_id))
-        out.append(d if not out else str(Digest.from_bytes(f"{out[-1]} {d}".encode())))
-    return out
 
 
 def short_id(image_id: str) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import platform as _platform
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -497,3 +497,13 @@ def select_manifest(manifests: Index | Iterable[Descriptor], want: Platform | No
                 return d
     have = ", ".join(str(d.platform) for d in usable) or "none"
     raise NotFound(f"no manifest for platform {want} (available: {have})")
+
+
+def chain_ids(diff_ids: Sequence[str]) -> list[str]:
+    """The ChainID of each layer stack L0..Ln (image-spec config.md, "Layer ChainID"); also the
+    names of the committed layer snapshots in Pallet's snapshotter."""
+    out: list[str] = []
+    for diff_id in diff_ids:
+        d = str(Digest(diff_id))
+        out.append(d if not out else str(Digest.from_bytes(f"{out[-1]} {d}".encode())))
+    return out
