@@ -17,13 +17,15 @@ import shutil
 import subprocess
 import sys
 import uuid
+from collections.abc import Mapping
+from typing import Any
 
 from pallet.errors import NotFound, PalletError
 
 BUILTIN = ("hello-world", "busybox")
 
 
-def bundle_config(image_config: dict, rootfs: str, cid: str, args: list[str] | None = None,
+def bundle_config(image_config: Mapping[str, Any], rootfs: str, cid: str, args: list[str] | None = None,
                   cgroup_parent: str = "/pallet") -> dict:
     """The runtime spec for a container of an image: Entrypoint + Cmd (or args), Env, WorkingDir."""
     from pallet.runtime.spec import DEFAULT_ENV, default_spec
