@@ -1,1 +1,1 @@
-"""palletd: the daemon serving the Docker Engine API (issue 4)."""
+"""palletd: the daemon serving the Docker Engine API; this package wires flags, config and listeners."""

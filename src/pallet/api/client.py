@@ -1,0 +1,317 @@
+"""The Engine API client the CLI uses: stdlib `http.client` over a UNIX socket, or TCP with TLS.
+
+Kept to the standard library so that `pallet ps` starts fast (DESIGN.md, STYLE.md §10): no
+aiohttp, no asyncio. Negotiates the API version like the docker CLI (client.NegotiateAPIVersion):
+ping once, then speak min(server's Api-Version, ours), never below 1.24's floor guesses.
+
+Where the daemon is, first match wins: the `host` argument (the CLI's -H), $PALLET_HOST, then
+$DOCKER_HOST only when $PALLET_USE_DOCKER_HOST=1 (the issue: fall back to DOCKER_HOST only when
+asked, so a machine with both engines never talks to the wrong one), then the default socket.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import ssl
+import struct
+import urllib.parse
+from collections.abc import Iterator
+from typing import Any
+
+from pallet.api import API_VERSION, MIN_API_VERSION, version_tuple
+from pallet.errors import (
+    Conflict,
+    InvalidArgument,
+    NotFound,
+    NotSupported,
+    PalletError,
+    PermissionDenied,
+    Unavailable,
+)
+
+DEFAULT_HOST = "unix:///run/pallet/pallet.sock"
+DEFAULT_TIMEOUT = 60.0
+
+# Statuses back to kinds: the inverse of pallet.api.server.errors (409 cannot tell AlreadyExists
+# from Conflict apart; both come back as Conflict with the daemon's message).
+_KIND_BY_STATUS: dict[int, type[PalletError]] = {
+    400: InvalidArgument, 403: PermissionDenied, 404: NotFound, 409: Conflict,
+    501: NotSupported, 503: Unavailable,
+}
+
+
+class APIError(PalletError):
+    """An error answer of no finer kind (500 and others); `status` is the HTTP status."""
+
+    def __init__(self, message: str, status: int = 500) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def error_for(status: int, message: str) -> PalletError:
+    kind = _KIND_BY_STATUS.get(status)
+    return kind(message) if kind is not None else APIError(message, status)
+
+
+class TLSConfig:
+    """Client side of mutual TLS, as the docker CLI's --tlsverify --tlscacert --tlscert --tlskey.
+    (A plain class: importing dataclasses costs ~5 ms of CLI start-up.)"""
+
+    def __init__(self, ca: str | None = None, cert: str | None = None, key: str | None = None,
+                 verify: bool = True) -> None:
+        self.ca, self.cert, self.key, self.verify = ca, cert, key, verify
+
+    @classmethod
+    def from_env(cls) -> TLSConfig | None:
+        """$PALLET_TLS_VERIFY=1 with certificates in $PALLET_CERT_PATH (ca.pem, cert.pem, key.pem)."""
+        if os.environ.get("PALLET_TLS_VERIFY", "") in ("", "0", "false"):
+            return None
+        d = os.environ.get("PALLET_CERT_PATH") or os.path.expanduser("~/.pallet")
+        return cls(os.path.join(d, "ca.pem"), os.path.join(d, "cert.pem"), os.path.join(d, "key.pem"))
+
+    def context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca)
+        if not self.verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        if self.cert:
+            try:
+                ctx.load_cert_chain(self.cert, self.key)
+            except (OSError, ssl.SSLError) as exc:
+                raise InvalidArgument(f"cannot load the client certificate {self.cert} / key {self.key}: "
+                                      f"{exc}") from exc
+        return ctx
+
+
+def resolve_host(host: str | None = None, env: dict[str, str] | None = None) -> str:
+    e = os.environ if env is None else env
+    if host:
+        return host
+    if e.get("PALLET_HOST"):
+        return e["PALLET_HOST"]
+    if e.get("PALLET_USE_DOCKER_HOST", "") not in ("", "0", "false") and e.get("DOCKER_HOST"):
+        return e["DOCKER_HOST"]
+    return DEFAULT_HOST
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float | None) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class Response:
+    """A streaming answer: read it whole (`json()`, `read()`) or iterate it as it arrives."""
+
+    def __init__(self, raw: http.client.HTTPResponse, conn: http.client.HTTPConnection) -> None:
+        self.raw = raw
+        self._conn = conn
+        self.status = raw.status
+        self.headers = raw.headers
+
+    @property
+    def content_type(self) -> str:
+        return (self.headers.get("Content-Type") or "").split(";")[0].strip()
+
+    def read(self) -> bytes:
+        try:
+            return self.raw.read()
+        finally:
+            self.close()
+
+    def json(self) -> Any:
+        data = self.read()
+        try:
+            return json.loads(data) if data.strip() else None
+        except json.JSONDecodeError as exc:
+            raise APIError(f"the daemon answered invalid JSON: {exc}", self.status) from exc
+
+    def iter_chunks(self, size: int = 32 * 1024) -> Iterator[bytes]:
+        try:
+            while True:
+                chunk = self.raw.read1(size)
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            self.close()
+
+    def iter_lines(self) -> Iterator[bytes]:
+        try:
+            for line in self.raw:
+                if line.strip():
+                    yield line.rstrip(b"\r\n")
+        finally:
+            self.close()
+
+    def iter_json(self) -> Iterator[Any]:
+        """JSON-lines progress; an in-band `{"error": ...}` is raised as APIError."""
+        for line in self.iter_lines():
+            obj = json.loads(line)
+            if isinstance(obj, dict) and obj.get("error"):
+                raise APIError(str(obj["error"]), self.status)
+            yield obj
+
+    def iter_frames(self) -> Iterator[tuple[int, bytes]]:
+        """(stream id, payload) from a multiplexed stream; see `demux`."""
+        return demux(self.iter_chunks())
+
+    def close(self) -> None:
+        self.raw.close()
+        self._conn.close()
+
+
+def demux(chunks: Iterator[bytes]) -> Iterator[tuple[int, bytes]]:
+    """Split a multiplexed stream (8-byte headers: stream id, 3 zero bytes, big-endian uint32
+    size; moby pkg/stdcopy) into (stream id, payload) pairs, whatever the chunk boundaries."""
+    buf = bytearray()
+    for chunk in chunks:
+        buf += chunk
+        while len(buf) >= 8:
+            stream, size = struct.unpack(">BxxxL", buf[:8])
+            if len(buf) < 8 + size:
+                break
+            yield stream, bytes(buf[8:8 + size])
+            del buf[:8 + size]
+    if buf:
+        raise APIError(f"multiplexed stream ended inside a frame ({len(buf)} bytes left over)")
+
+
+class Client:
+    """One daemon address; a fresh connection per request (the UNIX socket makes that cheap)."""
+
+    def __init__(self, host: str | None = None, *, tls: TLSConfig | None = None,
+                 version: str | None = None, timeout: float | None = DEFAULT_TIMEOUT) -> None:
+        self.host = resolve_host(host)
+        self.timeout = timeout
+        self._tls = tls if tls is not None else TLSConfig.from_env()
+        self._version = version  # None: negotiate on first use
+        scheme, sep, rest = self.host.partition("://")
+        if not sep or scheme not in ("unix", "tcp", "https", "http"):
+            raise InvalidArgument(f"host {self.host!r}: want unix:///PATH or tcp://HOST:PORT")
+        self._scheme = scheme
+        if scheme == "unix":
+            self._path = rest or DEFAULT_HOST.removeprefix("unix://")
+        else:
+            parsed = urllib.parse.urlsplit(f"//{rest}")
+            if not parsed.hostname:
+                raise InvalidArgument(f"host {self.host!r}: no address")
+            self._addr = (parsed.hostname, parsed.port or (2376 if self._use_tls else 2375))
+
+    @property
+    def _use_tls(self) -> bool:
+        return self._scheme == "https" or (self._scheme == "tcp" and self._tls is not None)
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._scheme == "unix":
+            return _UnixConnection(self._path, self.timeout)
+        if self._use_tls:
+            tls = self._tls or TLSConfig()
+            return http.client.HTTPSConnection(*self._addr, timeout=self.timeout, context=tls.context())
+        return http.client.HTTPConnection(*self._addr, timeout=self.timeout)
+
+    # -- version negotiation -------------------------------------------------------------------
+
+    @property
+    def api_version(self) -> str:
+        if self._version is None:
+            self._version = self.negotiate()
+        return self._version
+
+    def ping(self) -> dict[str, str]:
+        """GET /_ping: the daemon's headers (Api-Version, Ostype, Builder-Version...)."""
+        resp = self.request("GET", "/_ping", versioned=False)
+        resp.read()
+        return {k: v for k, v in resp.headers.items()}
+
+    def negotiate(self) -> str:
+        """min(server's Api-Version, ours); the docker CLI falls back to 1.24 when the daemon does
+        not say (client/client.go, negotiateAPIVersionPing)."""
+        server = self.ping().get("Api-Version") or MIN_API_VERSION
+        try:
+            return server if version_tuple(server) < version_tuple(API_VERSION) else API_VERSION
+        except ValueError:
+            return MIN_API_VERSION
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
+                body: Any = None, data: bytes | None = None, headers: dict[str, str] | None = None,
+                versioned: bool = True, ok: tuple[int, ...] = ()) -> Response:
+        """Send one request; an error status raises the matching PalletError kind."""
+        url = (f"/v{self.api_version}" if versioned else "") + path
+        if params:
+            query = {k: _query_value(v) for k, v in params.items() if v is not None}
+            if query:
+                url += "?" + urllib.parse.urlencode(query)
+        hdrs = {"User-Agent": "pallet-cli", **(headers or {})}
+        if body is not None:
+            data = json.dumps(body).encode()
+            hdrs["Content-Type"] = "application/json"
+        conn = self._connection()
+        try:
+            conn.request(method, url, body=data, headers=hdrs)
+            raw = conn.getresponse()
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            conn.close()
+            raise Unavailable(f"cannot connect to palletd at {self.host}: {exc.strerror or exc}; "
+                              "is palletd running?") from exc
+        except PermissionError as exc:
+            conn.close()
+            raise PermissionDenied(f"permission denied connecting to {self.host}: run as root or join "
+                                   "the group that owns the socket (pallet)") from exc
+        except ssl.SSLError as exc:
+            conn.close()
+            raise Unavailable(f"TLS with {self.host} failed: {exc}") from exc
+        except OSError as exc:
+            conn.close()
+            raise Unavailable(f"cannot talk to palletd at {self.host}: {exc}") from exc
+        resp = Response(raw, conn)
+        if resp.status >= 400 and resp.status not in ok:
+            raise error_for(resp.status, _error_message(resp))
+        return resp
+
+    def get_json(self, path: str, **kw: Any) -> Any:
+        return self.request("GET", path, **kw).json()
+
+    def post_json(self, path: str, body: Any = None, **kw: Any) -> Any:
+        return self.request("POST", path, body=body, **kw).json()
+
+    def version(self) -> dict[str, Any]:
+        return dict(self.get_json("/version"))
+
+    def info(self) -> dict[str, Any]:
+        return dict(self.get_json("/info"))
+
+
+def _query_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, dict | list):
+        return json.dumps(v)
+    return str(v)
+
+
+def _error_message(resp: Response) -> str:
+    raw = resp.read()
+    try:
+        obj = json.loads(raw)
+        if isinstance(obj, dict) and "message" in obj:
+            return str(obj["message"])
+    except (ValueError, UnicodeDecodeError):
+        pass
+    text = raw.decode(errors="replace").strip()
+    return text or f"HTTP {resp.status} {resp.raw.reason}"

@@ -1,0 +1,78 @@
+"""What the system routes read: host facts gathered once by palletd, and counts asked per request.
+
+`HostInfo` is plain data (STYLE.md §6), filled by `pallet.daemon.hostinfo` at start-up and by
+tests directly. `SystemCounts` is the seam the engine and the image store implement later;
+`ZeroCounts` stands in until they exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class ContainerCounts:
+    total: int = 0
+    running: int = 0
+    paused: int = 0
+    stopped: int = 0
+
+
+class SystemCounts(Protocol):
+    """Counts for GET /info. Called on the event loop: must be quick and must not block on I/O
+    for long (read an in-memory index, not the disk). Never raises for an empty store."""
+
+    def containers(self) -> ContainerCounts: ...
+
+    def images(self) -> int: ...
+
+
+class ZeroCounts:
+    """No engine yet: nothing to count."""
+
+    def containers(self) -> ContainerCounts:
+        return ContainerCounts()
+
+    def images(self) -> int:
+        return 0
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    """Facts about the daemon and its host, gathered once at start-up. Field names follow the
+    Docker API's SystemInfo/SystemVersion where one exists."""
+
+    id: str = ""
+    name: str = ""
+    version: str = "0.0.0"
+    git_commit: str = "unknown"
+    build_time: str = ""
+    python_version: str = ""
+    kernel_version: str = ""
+    operating_system: str = ""
+    os_version: str = ""
+    os_type: str = "linux"
+    architecture: str = ""          # uname -m, as SystemInfo.Architecture ("x86_64")
+    arch: str = ""                  # GOARCH spelling, as SystemVersion.Arch ("amd64")
+    ncpu: int = 1
+    mem_total: int = 0
+    data_root: str = "/var/lib/pallet"
+    exec_root: str = "/run/pallet"
+    driver: str = "overlayfs"
+    driver_status: tuple[tuple[str, str], ...] = ()
+    logging_driver: str = "json-file"
+    cgroup_driver: str = "cgroupfs"
+    cgroup_version: str = "1"
+    cgroup_features: dict[str, bool] = field(default_factory=dict)
+    runtimes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    default_runtime: str = "pallet-runtime"
+    runtime_version: str = ""
+    security_options: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+    debug: bool = False
+    live_restore: bool = False
+    warnings: tuple[str, ...] = ()
+    http_proxy: str = ""
+    https_proxy: str = ""
+    no_proxy: str = ""

@@ -1,0 +1,1 @@
+"""One module per `pallet` verb: `main(ctx, argv) -> int`, imported only when that verb runs."""

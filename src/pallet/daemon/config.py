@@ -1,0 +1,131 @@
+"""palletd's configuration: command-line flags merged with a daemon.json-like file.
+
+File format (JSON object, keys as in dockerd's daemon.json where one exists):
+
+    {"hosts": ["unix:///run/pallet/pallet.sock", "tcp://0.0.0.0:2376"],
+     "tlsverify": true, "tlscacert": "...", "tlscert": "...", "tlskey": "...",
+     "insecure-tcp-loopback": false, "data-root": "/var/lib/pallet", "exec-root": "/run/pallet",
+     "pidfile": "/run/pallet/palletd.pid", "group": "pallet", "log-level": "info", "debug": false,
+     "default-runtime": "pallet-runtime", "runtimes": {"name": {"path": "/usr/bin/x", "runtimeArgs": []}},
+     "labels": ["k=v"], "live-restore": false}
+
+Merging follows dockerd (daemon/config.MergeDaemonConfigurations): a setting given both as a
+flag and in the file is an error naming every such key, and unknown keys are errors, so a typo
+never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from pallet.errors import InvalidArgument
+
+DEFAULT_CONFIG = "/etc/pallet/daemon.json"
+DEFAULT_DATA_ROOT = "/var/lib/pallet"
+DEFAULT_EXEC_ROOT = "/run/pallet"
+DEFAULT_GROUP = "pallet"
+LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    hosts: tuple[str, ...] = ()
+    tlsverify: bool = False
+    tlscacert: str | None = None
+    tlscert: str | None = None
+    tlskey: str | None = None
+    insecure_tcp_loopback: bool = False
+    data_root: str = DEFAULT_DATA_ROOT
+    exec_root: str = DEFAULT_EXEC_ROOT
+    pidfile: str | None = None
+    group: str = DEFAULT_GROUP
+    log_level: str = "info"
+    debug: bool = False
+    default_runtime: str = "pallet-runtime"
+    runtimes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    labels: tuple[str, ...] = ()
+    live_restore: bool = False
+
+    @property
+    def socket_default(self) -> str:
+        return f"unix://{os.path.join(self.exec_root, 'pallet.sock')}"
+
+    @property
+    def effective_hosts(self) -> tuple[str, ...]:
+        return self.hosts or (self.socket_default,)
+
+    @property
+    def effective_pidfile(self) -> str:
+        return self.pidfile or os.path.join(self.exec_root, "palletd.pid")
+
+
+# JSON key -> expected JSON type; the field is the key with "-" as "_".
+_TYPES: dict[str, type] = {
+    "hosts": list, "tlsverify": bool, "tlscacert": str, "tlscert": str, "tlskey": str,
+    "insecure-tcp-loopback": bool, "data-root": str, "exec-root": str, "pidfile": str, "group": str,
+    "log-level": str, "debug": bool, "default-runtime": str, "runtimes": dict, "labels": list,
+    "live-restore": bool,
+}
+assert {k.replace("-", "_") for k in _TYPES} == {f.name for f in fields(DaemonConfig)}
+
+
+def load_file(path: str, *, required: bool) -> dict[str, Any]:
+    """The settings in `path` as {field name: value}; {} when the file is absent and not required."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = f.read()
+    except FileNotFoundError as exc:
+        if required:
+            raise InvalidArgument(f"config file {path} does not exist") from exc
+        return {}
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read config file {path}: {exc.strerror}") from exc
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument(f"config file {path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidArgument(f"config file {path} must hold a JSON object")
+    out: dict[str, Any] = {}
+    unknown = sorted(k for k in data if k not in _TYPES)
+    if unknown:
+        raise InvalidArgument(f"config file {path}: unknown directive(s): {', '.join(unknown)}")
+    for key, value in data.items():
+        want = _TYPES[key]
+        if not isinstance(value, want) or (isinstance(value, list) and
+                                           not all(isinstance(v, str) for v in value)):
+            raise InvalidArgument(f"config file {path}: {key} must be a {_TYPE_NAMES[want]}")
+        out[key.replace("-", "_")] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+_TYPE_NAMES = {list: "list of strings", bool: "boolean", str: "string", dict: "JSON object"}
+
+
+def merge(flags: dict[str, Any], file_settings: dict[str, Any], path: str) -> DaemonConfig:
+    """Flags (only those given on the command line) and file settings into one config."""
+    both = sorted(k for k in flags if k in file_settings)
+    if both:
+        names = ", ".join(f"{k.replace('_', '-')} (flag: {flags[k]!r}, file: {file_settings[k]!r})"
+                          for k in both)
+        raise InvalidArgument(f"these settings are given both as a flag and in {path}: {names}")
+    config = DaemonConfig(**{**file_settings, **flags})
+    validate(config)
+    return config
+
+
+def validate(config: DaemonConfig) -> None:
+    if config.log_level not in LOG_LEVELS:
+        raise InvalidArgument(f"log-level {config.log_level!r}: want one of {', '.join(LOG_LEVELS)}")
+    for name in ("data_root", "exec_root"):
+        value = getattr(config, name)
+        if not os.path.isabs(value):
+            raise InvalidArgument(f"{name.replace('_', '-')} must be an absolute path, not {value!r}")
+    for rname, spec in config.runtimes.items():
+        if not isinstance(spec, dict) or not isinstance(spec.get("path"), str):
+            raise InvalidArgument(f"runtimes.{rname} must be an object with a \"path\" string")
