@@ -11,6 +11,15 @@ Measures (medians of --reps runs, default 5; the two engines alternate within ea
            on top of that image. Pallet: ImageService.commit(...) after prepare_container_rootfs
            and mount; podman: podman create + podman mount + write, then `podman commit`.
            Only the commit itself is timed; making the container and writing the change are not.
+  save     that imported image (Pallet: its uncompressed variant) to a docker-archive file.
+           Pallet: pallet.image.archive.save(...) into a file; podman: podman save -o FILE
+           --format docker-archive. Both timings include an fsync of the file (podman does not
+           fsync it itself, so the harness does right after the command, inside the timer).
+  load     podman's docker-archive of that image, the same file for both, each into an empty
+           store made (and opened) before the timer starts. Pallet: archive.load(...), which
+           stores the blobs (hash, fsync, rename) and records the image; podman: podman load -i,
+           which also applies the layer into its storage. Pallet applies a layer when the first
+           container is made, so `load+unpack` adds ImageService.unpack to compare like with like.
 
 Pallet is timed as the library call the daemon makes; podman as its CLI, whose fixed cost
 (process start, storage open) is shown on its own as `floor` (`podman images -q` on the same
@@ -21,6 +30,8 @@ podman is confined to a private store under the work directory (--root/--runroot
 podman refuses a runroot path longer than 50 characters, hence the short "pib-" prefix),
 cgroupfs, file events, the ulimits this VM allows (CONTAINERS_CONF), and no network.
 Results: a Markdown table on stdout and JSON in bench/results/image-<timestamp>.json.
+Throughput is the size of the input (import: the tar; commit: the change; save and load: the
+archive) over the median time.
 """
 
 from __future__ import annotations
@@ -45,6 +56,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO / "src"))
 
+from pallet.image import archive  # noqa: E402
 from pallet.image.builtin import busybox_rootfs, layer_tar  # noqa: E402
 from pallet.image.service import ImageService, mount_rootfs, unmount_rootfs  # noqa: E402
 
@@ -149,7 +161,10 @@ def main() -> int:
     svc = ImageService(work / "pallet")
     who = [f"pallet-{c}" for c in comps] + ["podman"]
     times: dict[str, dict[str, list[float]]] = {
-        "import": {w: [] for w in who}, "commit": {w: [] for w in who}, "floor": {"podman": []}}
+        "import": {w: [] for w in who}, "commit": {w: [] for w in who}, "floor": {"podman": []},
+        "save": {"pallet": [], "podman": []}, "load": {"pallet": [], "podman": []},
+        "load+unpack": {"pallet": []}}
+    archive_mb = 0.0
     try:
         print(f"making a {args.base_mb} MB base tar ...", file=sys.stderr)
         base_tar = make_base_tar(work, args.base_mb)
@@ -198,6 +213,62 @@ def main() -> int:
             podman("rm", "-f", name)
             podman("rmi", f"localhost/bench/commit:{i}")
             times["floor"]["podman"].append(timed(lambda: podman("images", "-q")))
+
+        # save: the uncompressed import of the base tar, to a docker-archive file
+        saved_image = "bench/base-none:0" if "none" in comps else pallet_image
+        podman_archive = work / "podman-save-0.tar"
+        for i in range(args.reps):
+            out = work / f"pallet-save-{i}.tar"
+
+            def pallet_save(out: Path = out) -> None:
+                with open(out, "wb") as f:
+                    archive.save(svc.content, svc.meta, [saved_image], f, format="docker")
+                    f.flush()
+                    os.fsync(f.fileno())
+
+            times["save"]["pallet"].append(timed(pallet_save))
+            out.unlink()
+            pout = work / f"podman-save-{i}.tar"
+
+            def podman_save(pout: Path = pout) -> None:
+                podman("save", "-o", str(pout), "--format", "docker-archive", podman_image)
+                fd = os.open(pout, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+
+            times["save"]["podman"].append(timed(podman_save))
+            if i:
+                pout.unlink()
+        archive_mb = podman_archive.stat().st_size / FILE_MB
+
+        # load: podman's archive, into an empty store each time (made before the timer starts)
+        for i in range(args.reps):
+            fresh = ImageService(work / f"pallet-load-{i}")
+            try:
+                def pallet_load(fresh: ImageService = fresh) -> None:
+                    with open(podman_archive, "rb") as f:
+                        archive.load(fresh.content, fresh.meta, f)
+
+                times["load"]["pallet"].append(timed(pallet_load))
+                unpack = timed(lambda fresh=fresh: fresh.unpack("localhost/bench/base:0"))
+                times["load+unpack"]["pallet"].append(times["load"]["pallet"][-1] + unpack)
+            finally:
+                fresh.close()
+                unmount_under(work / f"pallet-load-{i}")
+                shutil.rmtree(work / f"pallet-load-{i}", ignore_errors=True)
+            pdir = work / f"pl{i}"
+            (pdir / "tmp").mkdir(parents=True)
+            other = Podman(pdir, args.podman_driver)
+            try:
+                other("images", "-q")  # initialize the store before the timer starts
+                times["load"]["podman"].append(timed(lambda other=other: other("load", "-q", "-i",
+                                                                               str(podman_archive))))
+            finally:
+                other.cleanup()
+                unmount_under(pdir)
+                shutil.rmtree(pdir, ignore_errors=True)
     finally:
         svc.close()
         podman.cleanup()
@@ -212,14 +283,20 @@ def main() -> int:
               f"{args.podman_driver}; gzip is level 1.\n\n")
     out.write("| operation | engine | median | vs podman | vs podman minus CLI floor | throughput |\n")
     out.write("|---|---|---|---|---|---|\n")
-    for op in ("import", "commit"):
+    rows = [("import", who, tar_mb), ("commit", who, args.change_mb),
+            ("save", ["pallet", "podman"], archive_mb), ("load", ["pallet", "podman"], archive_mb)]
+    for op, engines, size in rows:
         q = med[op]["podman"]
-        size = tar_mb if op == "import" else args.change_mb
-        for w in who:
+        for w in engines:
             p = med[op][w]
             out.write(f"| {op} | {w} | {p * 1000:.0f} ms | {p / q:.2f} | {p / max(q - floor, 1e-9):.2f} | "
                       f"{size / p:.0f} MB/s |\n")
-    out.write(f"\npodman CLI floor (`podman images -q` on the same store): {floor * 1000:.0f} ms.\n")
+        if op == "load":
+            p = med["load+unpack"]["pallet"]
+            out.write(f"| load+unpack | pallet | {p * 1000:.0f} ms | {p / q:.2f} | "
+                      f"{p / max(q - floor, 1e-9):.2f} | {size / p:.0f} MB/s |\n")
+    out.write(f"\npodman CLI floor (`podman images -q` on the same store): {floor * 1000:.0f} ms. "
+              f"save/load archive: {archive_mb:.0f} MB (docker-archive, uncompressed layer).\n")
     for c in comps:
         ok = med["commit"][f"pallet-{c}"] <= 0.5 * med["commit"]["podman"]
         default = " (the default: stored uncompressed, compressed on push)" if c == "none" else ""
@@ -230,7 +307,8 @@ def main() -> int:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     (RESULTS / f"image-{stamp}.json").write_text(json.dumps({
         "kind": "image", "when": stamp, "host": platform.node(), "kernel": platform.release(),
-        "args": vars(args), "base_tar_mb": tar_mb, "times_s": times, "medians_s": med,
+        "args": vars(args), "base_tar_mb": tar_mb, "archive_mb": archive_mb, "times_s": times,
+        "medians_s": med,
         "podman": subprocess.run(["podman", "--version"], capture_output=True, text=True).stdout.strip(),
     }, indent=1))
     return 0

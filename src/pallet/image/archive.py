@@ -45,14 +45,18 @@ gzip/bzip2/xz-compressed archives. Order of work, so that a failure leaves nothi
    (computed by decompressing compressed ones), manifests created for archives that carry
    only config + layers (Docker schema 2, as `docker push` would), names normalized
    (pallet.oci.reference) and checked for duplicates.
-3. Only then are image records and names written, and the names tagged in index.json. An
+3. Only then are the image records and names written, in one metadata transaction
+   (`MetadataStore.put_images_and_names`), and after it the names tagged in index.json. An
    image record's `created` is the time of the load (as for every image pallet.image.service
    records); the build time stays in the config.
 
 A failure in 1 or 2 leaves only blobs that nothing names (gc collects them once the lease is
-gone). Step 3 is several metadata transactions (MetadataStore has no multi-record one yet): an
-error there is compensated (names restored, new image records removed); only a kill -9 inside
-step 3 can leave a subset of the names set, each of which points to a complete image.
+gone). A kill -9 at any moment leaves either every name of the archive or none (SQLite's
+journal makes the one transaction all or nothing), and each name that is there points to a
+complete image. The index.json tags are a mirror for other tools (skopeo, umoci), written
+after the transaction: a kill -9 between the two leaves names without their tag, which the
+store check reports as a warning. An error while tagging is compensated (names restored, new
+image records removed).
 """
 
 from __future__ import annotations
@@ -678,23 +682,18 @@ class _Loader:
                 if n in seen:
                     raise InvalidArgument(f"archive names {n} more than once")
                 seen.add(n)
-        created: list[Digest] = []
-        previous: list[tuple[str, NameRecord | None, Descriptor | None]] = []
         tags = {d.ref_name: d for d in self.content.index() if d.ref_name}
+        images = list({p.image.id: p.image for p in pending}.values())
+        known = {i.id for i in self.metadata.images()}
+        created = [i.id for i in images if i.id not in known]
+        names = [(n, str(p.image.id), str(p.top.digest)) for p in pending for n in p.names]
+        olds = self.metadata.put_images_and_names(images, names)
+        tops = [p.top for p in pending for _ in p.names]
         try:
-            for p in pending:
-                try:
-                    self.metadata.get_image(p.image.id)
-                except NotFound:
-                    self.metadata.put_image(p.image)
-                    created.append(p.image.id)
-            for p in pending:
-                for n in p.names:
-                    old = self.metadata.set_name(n, p.image.id, p.top.digest)
-                    previous.append((n, old, tags.get(n)))
-                    self.content.tag(n, p.top)
+            for (n, _, _), top in zip(names, tops, strict=True):
+                self.content.tag(n, top)
         except BaseException:
-            self._undo(created, previous)
+            self._undo(created, [(n, old, tags.get(n)) for (n, _, _), old in zip(names, olds, strict=True)])
             raise
         loaded: list[str] = []
         for p in pending:

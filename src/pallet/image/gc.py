@@ -30,7 +30,8 @@ store check (pallet.image.check) says what to repair. A missing one is no obstac
 `docker image prune -a`; the kubelet has image GC thresholds for the same reason): delete
 unused images, least recently used first, until the store is under `max_bytes` and/or the file
 system of the data root has `min_free_bytes` free. "Least recently used" is an image record's
-`last_used` when the metadata has one, else its `created` (when it entered the store).
+`last_used` (set by `MetadataStore.touch_image` when a container is made from it) when it has
+one, else its `created` (when it entered the store).
 """
 
 from __future__ import annotations
@@ -472,7 +473,7 @@ class GarbageCollector:
 
     @staticmethod
     def _last_used(image: ImageRecord) -> float:
-        value = getattr(image, "last_used", None) or image.created
+        value = image.last_used or image.created
         try:
             return _timestamp(value)
         except (InvalidArgument, ValueError):

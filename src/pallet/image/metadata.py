@@ -2,9 +2,11 @@
 
 On-disk format: one SQLite database (the daemon's `<data-root>/metadata.db`) in WAL mode, schema
 version 1 (`SCHEMA_VERSION`, recorded in the `schema_version` table; `MIGRATIONS[n]` takes a
-database from version n to n+1, each in one transaction). Tables, version 1:
+database from version n to n+1, each in one transaction; a version 1 database is migrated in
+place when it is opened). Tables, version 2:
 
-    images(id PK = config digest, manifest_digest, media_type, created, labels JSON, size)
+    images(id PK = config digest, manifest_digest, media_type, created, labels JSON, size,
+           last_used NULL)       last_used: when a container was last made from it (v2)
     names(name PK = normalized reference "docker.io/library/busybox:latest" or "...@sha256:...",
           image_id -> images.id, manifest_digest, updated)
     leases(id PK, created, expires NULL, labels JSON)
@@ -28,7 +30,7 @@ import json
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +39,7 @@ from pallet.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, No
 from pallet.oci.digest import Digest
 from pallet.oci.reference import parse_normalized
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 10_000
 
 SNAPSHOT_KINDS = ("active", "committed", "view")
@@ -90,6 +92,9 @@ MIGRATIONS: dict[int, list[str]] = {
         )""",
         "CREATE INDEX containers_image ON containers(image_id)",
     ],
+    # v2: when an image was last used, for gc.enforce_watermark's least-recently-used order.
+    # NULL until a container is made from it (gc then falls back to `created`).
+    1: ["ALTER TABLE images ADD COLUMN last_used TEXT"],
 }
 
 
@@ -114,6 +119,7 @@ class ImageRecord:
     created: str
     labels: Mapping[str, str] = field(default_factory=dict, hash=False)
     size: int = 0
+    last_used: str | None = None
 
 
 @dataclass(frozen=True)
@@ -255,20 +261,55 @@ class MetadataStore:
     @staticmethod
     def _image(row: sqlite3.Row) -> ImageRecord:
         return ImageRecord(Digest(row["id"]), Digest(row["manifest_digest"]), row["media_type"],
-                           row["created"], json.loads(row["labels"]), row["size"])
+                           row["created"], json.loads(row["labels"]), row["size"], row["last_used"])
+
+    @staticmethod
+    def _image_params(image: ImageRecord) -> tuple[str, str, str, str, str, int, str | None]:
+        return (str(Digest(image.id)), str(Digest(image.manifest_digest)), image.media_type,
+                image.created, _labels(image.labels), image.size, image.last_used)
+
+    # An update keeps last_used unless the record brings one (a re-import is not a use).
+    _PUT_IMAGE = (
+        "INSERT INTO images (id, manifest_digest, media_type, created, labels, size, last_used) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+        "manifest_digest = excluded.manifest_digest, media_type = excluded.media_type, "
+        "created = excluded.created, labels = excluded.labels, size = excluded.size, "
+        "last_used = coalesce(excluded.last_used, images.last_used)")
 
     def put_image(self, image: ImageRecord) -> None:
         """Insert or update an image (idempotent)."""
-        Digest(image.id)
-        Digest(image.manifest_digest)
+        params = self._image_params(image)
         with self._tx() as conn:
-            conn.execute(
-                "INSERT INTO images (id, manifest_digest, media_type, created, labels, size) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-                "manifest_digest = excluded.manifest_digest, media_type = excluded.media_type, "
-                "created = excluded.created, labels = excluded.labels, size = excluded.size",
-                (str(image.id), str(image.manifest_digest), image.media_type, image.created,
-                 _labels(image.labels), image.size))
+            conn.execute(self._PUT_IMAGE, params)
+
+    def put_images_and_names(self, images: Sequence[ImageRecord],
+                             names: Sequence[tuple[str, str, str]]) -> list[NameRecord | None]:
+        """Record `images` (inserted when absent; an image already recorded is left as it is)
+        and point each (name, image_id, manifest_digest) of `names` at its image, all in one
+        transaction: after a crash either every record and name is there or none is. The
+        checks are set_name's (normalized names, known image ids, including the ones added
+        here). Returns, per name, what it named before (None if nothing)."""
+        image_params = [self._image_params(i) for i in images]
+        checked = [(check_name(n), str(Digest(i)), str(Digest(m))) for n, i, m in names]
+        if len({n for n, _, _ in checked}) != len(checked):
+            raise InvalidArgument("put_images_and_names: a name is given twice")
+        previous: list[NameRecord | None] = []
+        with self._tx() as conn:
+            for params in image_params:
+                conn.execute(
+                    "INSERT INTO images (id, manifest_digest, media_type, created, labels, size, "
+                    "last_used) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING", params)
+            for name, image_id, manifest_digest in checked:
+                previous.append(self._put_name(conn, name, image_id, manifest_digest))
+        return previous
+
+    def touch_image(self, image_id: str, when: str | None = None) -> None:
+        """Record that the image was used (a container was made from it) at `when` (now)."""
+        image_id = str(Digest(image_id))
+        with self._tx() as conn:
+            if conn.execute("UPDATE images SET last_used = ? WHERE id = ?",
+                            (when or now_rfc3339(), image_id)).rowcount == 0:
+                raise NotFound(f"no such image: {image_id}")
 
     def get_image(self, image_id: str) -> ImageRecord:
         row = self._conn().execute("SELECT * FROM images WHERE id = ?", (str(Digest(image_id)),)).fetchone()
@@ -319,14 +360,19 @@ class MetadataStore:
         check_name(name)
         image_id, manifest_digest = str(Digest(image_id)), str(Digest(manifest_digest))
         with self._tx() as conn:
-            if conn.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone() is None:
-                raise NotFound(f"no such image: {image_id}")
-            old = conn.execute("SELECT * FROM names WHERE name = ?", (name,)).fetchone()
-            conn.execute(
-                "INSERT INTO names (name, image_id, manifest_digest, updated) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET image_id = excluded.image_id, "
-                "manifest_digest = excluded.manifest_digest, updated = excluded.updated",
-                (name, image_id, manifest_digest, now_rfc3339()))
+            return self._put_name(conn, name, image_id, manifest_digest)
+
+    def _put_name(self, conn: sqlite3.Connection, name: str, image_id: str,
+                  manifest_digest: str) -> NameRecord | None:
+        """set_name's work inside the caller's transaction (arguments already checked)."""
+        if conn.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone() is None:
+            raise NotFound(f"no such image: {image_id}")
+        old = conn.execute("SELECT * FROM names WHERE name = ?", (name,)).fetchone()
+        conn.execute(
+            "INSERT INTO names (name, image_id, manifest_digest, updated) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET image_id = excluded.image_id, "
+            "manifest_digest = excluded.manifest_digest, updated = excluded.updated",
+            (name, image_id, manifest_digest, now_rfc3339()))
         return None if old is None else self._name(old)
 
     def get_name(self, name: str) -> NameRecord:

@@ -493,6 +493,7 @@ class ImageService:
         chain = self.unpack(img)
         key = self.container_key(container_id)
         self.meta.add_container(container_id, key, img.id, labels)
+        self.meta.touch_image(img.id)  # the watermark gc's least-recently-used order
         try:
             return self.snapshots.prepare(key, chain, labels={"pallet.container": container_id})
         except BaseException:
@@ -545,7 +546,11 @@ class ImageService:
         check_image(manifest, cfg)
         mdesc = self.content.put(manifest.serialize(), check_manifest_type)
         self.meta.add_lease_resource(lease, "content", mdesc.digest)
-        labels = {LABEL_PARENT: parent} if parent else {}
+        # The config's labels are recorded for `prune --filter label=...`; the parent link is ours
+        # alone (an image must not be able to claim a parent through its own labels).
+        labels = {k: v for k, v in (cfg.labels or {}).items() if k != LABEL_PARENT}
+        if parent:
+            labels[LABEL_PARENT] = parent
         size = sum(layer.size for layer in layers)
         rec = ImageRecord(cdesc.digest, mdesc.digest, check_manifest_type, now_rfc3339(), labels, size)
         self.meta.put_image(rec)

@@ -10,6 +10,8 @@ import gzip
 import hashlib
 import io
 import json
+import os
+import signal
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ import pytest
 from pallet.errors import InvalidArgument, NotFound
 from pallet.image import archive
 from pallet.image.archive import Limits, load, save
+from pallet.image.check import check_store
 from pallet.image.content import ContentStore
 from pallet.image.metadata import ImageRecord, MetadataStore
 from pallet.oci import mediatypes as mt
@@ -530,13 +533,17 @@ def test_load_refuses_bad_names_and_shapes(dst):
     hostile(dst, good_docker_archive([("blobs/sha256/nothex", b"x")]), "not a blob name")
 
 
-def test_load_failure_in_last_step_is_undone(src, dst, monkeypatch):
+@pytest.mark.parametrize("where", ["transaction", "index.json"])
+def test_load_failure_in_last_step_is_undone(src, dst, monkeypatch, where):
+    """A failure while recording: inside the metadata transaction it rolls back; while tagging
+    index.json (after it) it is compensated."""
     two_images(src)
     data = saved(src, ["localhost:5000/team/beta:2.0", "beta", "alpha:1"])
     # an earlier, different image holds one of the names: it must get it back
     old_id, old_manifest = build_image(dst, ["docker.io/library/beta:latest"], [layer_tar({"o": b"o"})])
     calls = {"n": 0}
-    real = dst.metadata.set_name
+    obj, attr = (dst.metadata, "_put_name") if where == "transaction" else (dst.content, "tag")
+    real = getattr(obj, attr)
 
     def flaky(*args, **kw):
         calls["n"] += 1
@@ -544,15 +551,72 @@ def test_load_failure_in_last_step_is_undone(src, dst, monkeypatch):
             raise InvalidArgument("disk on fire")
         return real(*args, **kw)
 
-    monkeypatch.setattr(dst.metadata, "set_name", flaky)
+    monkeypatch.setattr(obj, attr, flaky)
     with pytest.raises(InvalidArgument, match="disk on fire"):
         load(dst.content, dst.metadata, io.BytesIO(data))
+    assert calls["n"] >= 3  # (the undo tags index.json again)
     assert dst.names() == ["docker.io/library/beta:latest"]
     assert dst.metadata.get_name("docker.io/library/beta:latest").image_id == old_id
     assert [i.id for i in dst.metadata.images()] == [old_id]
     assert [(d.ref_name, d.digest) for d in dst.content.index()] == [
         ("docker.io/library/beta:latest", old_manifest.digest)]
     assert dst.metadata.leases() == []
+
+
+# Where a forked loader is killed (SIGKILL, i.e. kill -9): (object, method, nth call).
+KILL_POINTS = [
+    ("content", "writer", 1),          # streaming the first member into the store
+    ("content", "writer", 3),          # streaming a later member
+    ("metadata", "images", 1),         # archive read and checked, nothing recorded
+    ("metadata", "_put_name", 1),      # inside the transaction, before the first name
+    ("metadata", "_put_name", 3),      # inside the transaction, two names written
+    ("content", "tag", 1),             # transaction committed, no index.json tag yet
+    ("content", "tag", 3),             # some index.json tags written
+    ("metadata", "delete_lease", 1),   # everything done but dropping the lease
+]
+
+
+@pytest.mark.parametrize(("obj", "attr", "nth"), KILL_POINTS, ids=[f"{o}.{a}#{n}" for o, a, n in KILL_POINTS])
+def test_load_killed_leaves_all_names_or_none(src, tmp_path, obj, attr, nth):
+    two_images(src)
+    data = saved(src, ["localhost:5000/team/beta:2.0", "beta", "alpha:1"])
+    want = ["docker.io/library/alpha:1", "docker.io/library/beta:latest", "localhost:5000/team/beta:2.0"]
+    root = tmp_path / "killed"
+    make_stores(root).metadata.close()  # create the database before the fork
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child, killed before it returns
+        try:
+            child = make_stores(root)
+            target = getattr(child, obj)
+            real = getattr(target, attr)
+            calls = {"n": 0}
+
+            def hook(*args, **kw):
+                calls["n"] += 1
+                if calls["n"] == nth:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return real(*args, **kw)
+
+            setattr(target, attr, hook)
+            load(child.content, child.metadata, io.BytesIO(data))
+        finally:
+            os._exit(3)  # the kill point was not reached
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+    after = make_stores(root)
+    try:
+        names = after.names()
+        assert names in ([], want)
+        for n in after.metadata.names():  # each name points to a complete image
+            assert after.metadata.get_image(n.image_id).manifest_digest
+        report = check_store(after.content, after.metadata)
+        assert report.errors == [], [str(p) for p in report.problems]
+        # the killed load's lease expires; a new load of the same archive completes the work
+        assert load(after.content, after.metadata, io.BytesIO(data))
+        assert after.names() == want
+        assert after.tags() == want
+    finally:
+        after.metadata.close()
 
 
 def test_clean_member_name():

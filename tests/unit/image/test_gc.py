@@ -359,3 +359,22 @@ def test_parents_of_kept_images_are_kept(s):
     assert [i.id for i in gc.lru_candidates()] == [child]
     assert gc.enforce_watermark(max_bytes=0, dry_run=True).deleted == (child, parent)
     assert gc.enforce_watermark(max_bytes=0).deleted == (child, parent)
+
+
+def test_watermark_orders_by_last_used_before_created(s):
+    """An image a container was made from recently goes after an unused newer one."""
+    old_but_used, _ = build_image(s, ["docker.io/library/a:1"], [big_layer("a")], compress=False,
+                                  created=days_ago(30))
+    newer, _ = build_image(s, ["docker.io/library/b:1"], [big_layer("b")], compress=False,
+                           created=days_ago(10))
+    never, _ = build_image(s, ["docker.io/library/c:1"], [big_layer("c")], compress=False,
+                           created=days_ago(20))
+    gc = GarbageCollector(s.content, s.metadata)
+    assert [i.id for i in gc.lru_candidates()] == [old_but_used, never, newer]
+    s.metadata.touch_image(old_but_used, days_ago(1))
+    s.metadata.touch_image(newer, days_ago(5))
+    assert [i.id for i in gc.lru_candidates()] == [never, newer, old_but_used]
+    per_image = gc.store_bytes() // 3
+    result = gc.enforce_watermark(max_bytes=gc.store_bytes() - per_image - 1)
+    assert result.deleted == (never, newer) and result.satisfied
+    assert [i.id for i in s.metadata.images()] == [old_but_used]

@@ -280,3 +280,110 @@ def test_kill_mid_transaction_leaves_database_consistent(tmp_path):
         store.set_name("docker.io/library/n:1", IMG, MAN)  # and the write lock was released
     finally:
         store.close()
+
+
+# --- schema v2: last_used ----------------------------------------------------------------------
+
+
+def _v1_database(path) -> None:
+    """A database as Pallet with schema version 1 left it, holding one image and its name."""
+    from pallet.image.metadata import MIGRATIONS
+
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+    for statement in MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("INSERT INTO images (id, manifest_digest, media_type, created, labels, size) "
+                 "VALUES (?, ?, ?, ?, '{}', 5)",
+                 (str(IMG), str(MAN), mt.OCI_MANIFEST, "2024-01-01T00:00:00Z"))
+    conn.execute("INSERT INTO names VALUES (?, ?, ?, ?)",
+                 ("docker.io/library/busybox:latest", str(IMG), str(MAN), "2024-01-01T00:00:00Z"))
+    conn.commit()
+    conn.close()
+
+
+def test_v1_database_is_migrated_in_place(tmp_path):
+    path = tmp_path / "metadata.db"
+    _v1_database(path)
+    store = MetadataStore(path)
+    try:
+        assert SCHEMA_VERSION == 2 and store.schema_version() == 2
+        assert store.get_image(IMG) == _image(size=5)  # kept, with last_used NULL
+        assert store.get_image(IMG).last_used is None
+        assert store.lookup("busybox").image_id == IMG
+        store.touch_image(IMG, "2024-05-01T00:00:00Z")
+        assert store.get_image(IMG).last_used == "2024-05-01T00:00:00Z"
+        assert store.check() == []
+    finally:
+        store.close()
+    MetadataStore(path).close()  # a second open finds version 2 and changes nothing
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+    assert conn.execute("SELECT last_used FROM images").fetchall() == [("2024-05-01T00:00:00Z",)]
+    conn.close()
+
+
+def test_touch_image(db):
+    db.put_image(_image())
+    assert db.get_image(IMG).last_used is None
+    db.touch_image(IMG)
+    first = db.get_image(IMG).last_used
+    assert first is not None and first.endswith("Z")
+    db.put_image(_image(size=9))  # an update of the record keeps last_used
+    assert db.get_image(IMG).last_used == first and db.get_image(IMG).size == 9
+    with pytest.raises(NotFound):
+        db.touch_image(IMG2)
+    with pytest.raises(InvalidArgument):
+        db.touch_image("sha256:nope")
+
+
+# --- several records in one transaction -------------------------------------------------------
+
+
+def test_put_images_and_names(db):
+    db.put_image(_image(IMG2, MAN2, created="2024-03-03T00:00:00Z", size=7))
+    db.set_name("docker.io/library/b:1", IMG2, MAN2)
+    old = db.put_images_and_names(
+        [_image(), _image(IMG2, MAN, created="2030-01-01T00:00:00Z")],
+        [("docker.io/library/a:1", IMG, MAN), ("docker.io/library/b:1", IMG, MAN),
+         ("localhost:5000/c:2", IMG2, MAN2)])
+    assert old[0] is None and old[2] is None
+    assert old[1] is not None and old[1].image_id == IMG2
+    assert [(n.name, n.image_id) for n in db.names()] == [
+        ("docker.io/library/a:1", IMG), ("docker.io/library/b:1", IMG), ("localhost:5000/c:2", IMG2)]
+    # an image already recorded is left as it was
+    assert db.get_image(IMG2).created == "2024-03-03T00:00:00Z" and db.get_image(IMG2).size == 7
+    assert db.put_images_and_names([], []) == []
+
+
+@pytest.mark.parametrize(("images", "names", "error"), [
+    ([], [("docker.io/library/a:1", IMG, MAN)], NotFound),                    # unknown image
+    ([_image()], [("docker.io/library/a:1", IMG, MAN), ("a:2", IMG, MAN)], InvalidArgument),
+    ([_image()], [("docker.io/library/a:1", IMG, MAN)] * 2, InvalidArgument),  # a name twice
+    ([_image(), _image(IMG2, "sha256:bad")], [], InvalidArgument),
+])
+def test_put_images_and_names_is_all_or_nothing(db, images, names, error):
+    db.put_image(_image(IMG2, MAN2))
+    db.set_name("docker.io/library/keep:1", IMG2, MAN2)
+    with pytest.raises(error):
+        db.put_images_and_names(images, names)
+    assert [i.id for i in db.images()] == [IMG2]
+    assert [n.name for n in db.names()] == ["docker.io/library/keep:1"]
+
+
+def test_put_images_and_names_rolls_back_on_a_late_failure(db, monkeypatch):
+    real = db._put_name
+    calls = {"n": 0}
+
+    def failing(*args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise sqlite3.OperationalError("disk I/O error")
+        return real(*args)
+
+    monkeypatch.setattr(db, "_put_name", failing)
+    with pytest.raises(sqlite3.OperationalError):
+        db.put_images_and_names([_image()], [("docker.io/library/a:1", IMG, MAN),
+                                             ("docker.io/library/a:2", IMG, MAN)])
+    assert db.images() == [] and db.names() == []

@@ -343,3 +343,11 @@ def test_inspect_history_and_summary_have_the_api_shapes(svc):
 def test_unix_time_reads_nanoseconds():
     assert unix_time("2022-02-04T21:20:12.497794809Z") == 1644009612
     assert unix_time(None) == 0 and unix_time("garbage") == 0
+
+
+def test_config_labels_are_recorded_but_cannot_claim_a_parent(svc):
+    image_id = svc.import_image(rootfs_tar({"a": b"a"}), "lab:1",
+                                changes=['LABEL team=infra pallet.image.parent=sha256:' + "0" * 64])
+    rec = svc.meta.get_image(image_id)
+    assert rec.labels.get("team") == "infra"
+    assert "pallet.image.parent" not in rec.labels
