@@ -19,7 +19,7 @@ import ssl
 import struct
 import urllib.parse
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 from pallet.api import API_VERSION, MIN_API_VERSION, version_tuple
 from pallet.errors import (
@@ -216,6 +216,12 @@ class Client:
         return self._scheme == "https" or (self._scheme == "tcp" and self._tls is not None)
 
     def _connection(self) -> http.client.HTTPConnection:
+        conn = self._open()
+        # Uploads (load, import) are read from their file in blocks of this size (default 8 KiB).
+        conn.blocksize = 256 * 1024
+        return conn
+
+    def _open(self) -> http.client.HTTPConnection:
         if self._scheme == "unix":
             return _UnixConnection(self._path, self.timeout)
         if self._use_tls:
@@ -249,9 +255,11 @@ class Client:
     # -- requests ------------------------------------------------------------------------------
 
     def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-                body: Any = None, data: bytes | None = None, headers: dict[str, str] | None = None,
-                versioned: bool = True, ok: tuple[int, ...] = ()) -> Response:
-        """Send one request; an error status raises the matching PalletError kind."""
+                body: Any = None, data: bytes | BinaryIO | None = None,
+                headers: dict[str, str] | None = None, versioned: bool = True,
+                ok: tuple[int, ...] = ()) -> Response:
+        """Send one request; an error status raises the matching PalletError kind. `data` may be
+        a binary file: http.client then streams it with chunked transfer encoding."""
         url = (f"/v{self.api_version}" if versioned else "") + path
         if params:
             query = {k: _query_value(v) for k, v in params.items() if v is not None}

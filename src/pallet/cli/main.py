@@ -18,7 +18,15 @@ if TYPE_CHECKING:
 # Verbs and their one-line summaries, for `pallet --help` without importing any verb module.
 # A module under pallet/cli/commands/ runs as a verb even before it is listed here.
 VERBS: dict[str, str] = {
+    "history": "Show the history of an image",
+    "image": "Manage images (ls, inspect, rm, tag, save, load, import, history, prune, bootstrap)",
+    "images": "List images",
+    "import": "Import the contents from a tarball to create a filesystem image",
     "info": "Display system-wide information",
+    "load": "Load an image from a tar archive or STDIN",
+    "rmi": "Remove one or more images",
+    "save": "Save one or more images to a tar archive (streamed to STDOUT by default)",
+    "tag": "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE",
     "version": "Show the Pallet version information",
 }
 
@@ -77,10 +85,12 @@ def _verb_modules() -> list[str]:
 
 
 def usage() -> str:
-    names = sorted(set(VERBS) | {m.replace("_", "-") for m in _verb_modules()})
+    names = sorted(set(VERBS) | {m.rstrip("_").replace("_", "-") for m in _verb_modules()})
     lines = [f"  {name:<11} {VERBS.get(name, '')}".rstrip() for name in names]
     return USAGE.format(commands="\n".join(lines))
 
+
+_KEYWORD_VERBS = frozenset({"import"})
 
 _VALUE_OPTS = {"-H": "host", "--host": "host", "--tlscacert": "tlscacert", "--tlscert": "tlscert",
                "--tlskey": "tlskey"}
@@ -114,6 +124,8 @@ def parse_globals(args: list[str]) -> tuple[Context, list[str]]:
 
 def run_verb(ctx: Context, verb: str, argv: list[str]) -> int:
     module_name = verb.replace("-", "_")
+    if module_name in _KEYWORD_VERBS:  # `import` is a Python keyword: its module is import_.py
+        module_name += "_"
     qualified = f"pallet.cli.commands.{module_name}"
     module = None
     if re.fullmatch(r"[a-z][a-z0-9_]*", module_name):

@@ -2,13 +2,17 @@
 
 `HostInfo` is plain data (STYLE.md §6), filled by `pallet.daemon.hostinfo` at start-up and by
 tests directly. `SystemCounts` is the seam the engine and the image store implement later;
-`ZeroCounts` stands in until they exist.
+`ZeroCounts` stands in until they exist. `ImageBackend` holds the daemon's image service.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+if TYPE_CHECKING:
+    from pallet.image.service import ImageService
 
 
 @dataclass(frozen=True)
@@ -76,3 +80,37 @@ class HostInfo:
     http_proxy: str = ""
     https_proxy: str = ""
     no_proxy: str = ""
+
+
+class ImageBackend:
+    """palletd's one `ImageService`, opened on first use from a worker thread and shared by every
+    request after that (the image routes call it through `asyncio.to_thread`).
+
+    Opening lazily keeps an app that never serves an image (unit tests of other routes) off the
+    disk. Sharing one service across threads is safe: MetadataStore keeps one SQLite connection
+    per thread, the snapshot store serializes on an RLock, ContentStore guards index.json with a
+    lock (and a file lock against other processes), and blobs are content-addressed.
+    """
+
+    def __init__(self, data_root: str, factory: Any = None) -> None:
+        self.data_root = data_root
+        self._factory = factory
+        self._service: Any = None
+        self._lock = threading.Lock()
+
+    def get(self) -> ImageService:
+        with self._lock:
+            if self._service is None:
+                if self._factory is not None:
+                    self._service = self._factory()
+                else:
+                    from pallet.image.service import ImageService
+
+                    self._service = ImageService(self.data_root)
+            return cast("ImageService", self._service)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._service is not None:
+                self._service.close()
+                self._service = None

@@ -53,6 +53,10 @@ def status_for(exc: BaseException) -> int:
 
 
 def error_response(status: int, message: str) -> web.Response:
-    """Docker's error body: `{"message": "..."}` with a trailing newline, as dockerd writes it."""
-    return web.Response(status=status, text=json.dumps({"message": message}) + "\n",
+    """Docker's error body: `{"message": "..."}` with a trailing newline, as dockerd writes it.
+
+    The Content-Type is exactly `application/json`, without `; charset=utf-8`: the docker CLI
+    decodes the message only on that exact value (client/request.go checkResponseErr) and
+    otherwise prints the raw JSON."""
+    return web.Response(status=status, body=(json.dumps({"message": message}) + "\n").encode(),
                         content_type="application/json")

@@ -1,0 +1,1157 @@
+"""The container engine: the library palletd's container routes call.
+
+`Engine(data_root, exec_root)` creates containers from images (ImageService snapshots), starts
+each through a per-container monitor (pallet.engine.monitor) that runs the OCI runtime, and
+finds them again after a restart of the process that owns it (live restore).
+
+Methods are blocking and thread-safe; the API calls them through `asyncio.to_thread` (wait
+and logs(follow=True) block for as long as the container runs: give them a thread each).
+Every public method that changes a container takes that container's lock and checks its state
+machine (pallet.engine.state) once; `_verb_locked` helpers assume the lock is held.
+
+On disk, version 1:
+    <data-root>/containers/<id>/container.json   the record (atomic: temp + fsync + rename):
+        {"version": 1, "id", "name", "created", "image", "image_ref", "config", "host_config",
+         "runtime", "state": ContainerState.to_dict(), "restart_count", "monitor_pid",
+         "monitor_start", "init_start"}
+    <data-root>/containers/<id>/config.json      the OCI bundle's spec (written at each start)
+    <data-root>/containers/<id>/rootfs/          the mount point of the container's snapshot
+    <data-root>/containers/<id>/<id>-json.log    the json-file log (pallet.engine.logs)
+    <data-root>/containers/<id>/{hostname,hosts,resolv.conf}
+    <exec-root>/containers/<id>/                 the monitor's files (pallet.engine.monitor)
+    <exec-root>/runtime/<runtime-name>/          each runtime's --root
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import json
+import os
+import secrets
+import select
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from pallet.engine import bundle as bundlemod
+from pallet.engine.logs import read_logs, rfc3339nano
+from pallet.engine.names import random_name, validate_name
+from pallet.engine.runtimes import (
+    DEFAULT_RUNTIME,
+    Runtime,
+    check_runtime,
+    default_runtimes,
+    signal_number,
+)
+from pallet.engine.state import ContainerState, Status, check_transition
+from pallet.errors import (
+    Conflict,
+    InvalidArgument,
+    NotFound,
+    NotSupported,
+    PalletError,
+    Unavailable,
+)
+
+RECORD_VERSION = 1
+DEFAULT_STOP_TIMEOUT = 10
+MONITOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "monitor.py")
+
+
+def _now() -> str:
+    return rfc3339nano(time.time_ns())
+
+
+def _write_json_atomic(path: str, data: Any) -> None:
+    tmp = f"{path}.tmp-{secrets.token_hex(4)}"
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _proc_start(pid: int) -> int | None:
+    from pallet.runtime.state import proc_start_time
+
+    return proc_start_time(pid) if pid > 0 else None
+
+
+@dataclass(eq=False)
+class Container:
+    id: str
+    name: str
+    created: str
+    image: str
+    image_ref: str
+    config: dict[str, Any]
+    host_config: dict[str, Any]
+    runtime: str
+    state: ContainerState = field(default_factory=ContainerState)
+    restart_count: int = 0
+    monitor_pid: int = 0
+    monitor_start: int = 0
+    init_start: int = 0
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    exits: int = 0  # how many exits were seen by this Engine (wait "next-exit")
+    removed: bool = False
+
+    def __post_init__(self) -> None:
+        self.cond = threading.Condition(self.lock)
+
+    def to_record(self) -> dict[str, Any]:
+        return {"version": RECORD_VERSION, "id": self.id, "name": self.name, "created": self.created,
+                "image": self.image, "image_ref": self.image_ref, "config": self.config,
+                "host_config": self.host_config, "runtime": self.runtime, "state": self.state.to_dict(),
+                "restart_count": self.restart_count, "monitor_pid": self.monitor_pid,
+                "monitor_start": self.monitor_start, "init_start": self.init_start}
+
+    @classmethod
+    def from_record(cls, d: Mapping[str, Any]) -> Container:
+        if d.get("version") != RECORD_VERSION:
+            raise InvalidArgument(f"container record version {d.get('version')!r} is not {RECORD_VERSION}")
+        return cls(id=d["id"], name=d["name"], created=d["created"], image=d["image"],
+                   image_ref=d["image_ref"], config=d["config"], host_config=d["host_config"],
+                   runtime=d["runtime"], state=ContainerState.from_dict(d["state"]),
+                   restart_count=d.get("restart_count", 0), monitor_pid=d.get("monitor_pid", 0),
+                   monitor_start=d.get("monitor_start", 0), init_start=d.get("init_start", 0))
+
+
+@dataclass(eq=False)
+class ExecSession:
+    """A running exec: `stdin`/`stdout`/`stderr` are binary files (pipes), or `pty` is the
+    terminal's master fd for a Tty exec; `wait()` returns the exit code."""
+
+    id: str
+    proc: subprocess.Popen[bytes]
+    pty: int = -1
+    stdin: BinaryIO | None = None
+    stdout: BinaryIO | None = None
+    stderr: BinaryIO | None = None
+    on_exit: Callable[[int], None] | None = None
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self.proc.wait(timeout)
+        if self.on_exit is not None:
+            self.on_exit(code)
+            self.on_exit = None
+        return code
+
+    def close(self) -> None:
+        for f in (self.stdin, self.stdout, self.stderr):
+            if f is not None:
+                with contextlib.suppress(OSError):
+                    f.close()
+        if self.pty >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.pty)
+            self.pty = -1
+
+
+@dataclass
+class ExecConfig:
+    id: str
+    container_id: str
+    config: dict[str, Any]
+    running: bool = False
+    exit_code: int | None = None
+    pid: int = 0
+    session: ExecSession | None = None
+
+
+class _Watcher:
+    """One thread that waits, through pidfds, for monitors to exit and tells the engine."""
+
+    def __init__(self, on_exit: Callable[[str], None]) -> None:
+        self.on_exit = on_exit
+        self.poller = select.poll()
+        self.fds: dict[int, str] = {}
+        self.guard = threading.Lock()
+        self.wake_r, self.wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self.poller.register(self.wake_r, select.POLLIN)
+        self.closed = False
+        self.thread = threading.Thread(target=self._loop, name="pallet-monitor-watcher", daemon=True)
+        self.thread.start()
+
+    def watch(self, cid: str, pid: int, start: int) -> bool:
+        """Watch monitor `pid` (started at `start`); False when it is gone already."""
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return False
+        if _proc_start(pid) != start:
+            os.close(fd)
+            return False
+        with self.guard:
+            self.fds[fd] = cid
+            self.poller.register(fd, select.POLLIN)
+        os.write(self.wake_w, b"x")
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+        with contextlib.suppress(OSError):
+            os.write(self.wake_w, b"x")
+        self.thread.join(5)
+        with self.guard:
+            for fd in self.fds:
+                os.close(fd)
+            self.fds.clear()
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+
+    def _loop(self) -> None:
+        while not self.closed:
+            for fd, _ev in self.poller.poll():
+                if fd == self.wake_r:
+                    with contextlib.suppress(OSError):
+                        os.read(self.wake_r, 4096)
+                    continue
+                with self.guard:
+                    cid = self.fds.pop(fd, None)
+                    with contextlib.suppress(KeyError):
+                        self.poller.unregister(fd)
+                os.close(fd)
+                if cid is not None and not self.closed:
+                    try:
+                        self.on_exit(cid)
+                    except Exception as exc:  # the watcher must survive one container's trouble
+                        sys.stderr.write(f"pallet engine: handling the exit of {cid}: {exc}\n")
+
+
+class Engine:
+    """Containers under one data root and exec root (see the module docstring)."""
+
+    def __init__(self, data_root: str | os.PathLike[str], exec_root: str | os.PathLike[str], *,
+                 runtime: str = DEFAULT_RUNTIME, runtimes: Mapping[str, Sequence[str]] | None = None,
+                 cgroup_parent: str = "/pallet", images: Any = None) -> None:
+        from pallet.image.service import ImageService
+
+        self.data_root, self.exec_root = os.path.abspath(data_root), os.path.abspath(exec_root)
+        self.runtimes = {**default_runtimes(), **{k: list(v) for k, v in (runtimes or {}).items()}}
+        if runtime not in self.runtimes:
+            raise InvalidArgument(f"unknown runtime {runtime!r} (have {', '.join(sorted(self.runtimes))})")
+        self.default_runtime = runtime
+        self.cgroup_parent = "/" + cgroup_parent.strip("/")
+        self.images = images if images is not None else ImageService(self.data_root)
+        self._own_images = images is None
+        for d in (self.containers_dir, os.path.join(self.exec_root, "containers")):
+            os.makedirs(d, mode=0o710, exist_ok=True)
+        self._guard = threading.RLock()  # the maps below and the name registry
+        self._containers: dict[str, Container] = {}
+        self._names: dict[str, str] = {}
+        self._execs: dict[str, ExecConfig] = {}
+        self._watcher = _Watcher(self._on_monitor_exit)
+        self._load()
+
+    # --- paths and helpers ------------------------------------------------------------------------
+    @property
+    def containers_dir(self) -> str:
+        return os.path.join(self.data_root, "containers")
+
+    def _dir(self, cid: str) -> str:
+        return os.path.join(self.containers_dir, cid)
+
+    def _xdir(self, cid: str) -> str:
+        return os.path.join(self.exec_root, "containers", cid)
+
+    def _rootfs(self, cid: str) -> str:
+        return os.path.join(self._dir(cid), "rootfs")
+
+    def log_path(self, cid: str) -> str:
+        return os.path.join(self._dir(cid), f"{cid}-json.log")
+
+    def _runtime(self, c: Container) -> Runtime:
+        root = os.path.join(self.exec_root, "runtime", c.runtime)
+        return Runtime(c.runtime, self.runtimes[c.runtime], root)
+
+    def _save(self, c: Container) -> None:
+        _write_json_atomic(os.path.join(self._dir(c.id), "container.json"), c.to_record())
+
+    def close(self) -> None:
+        """Stop watching (containers and their monitors keep running)."""
+        self._watcher.close()
+        if self._own_images:
+            self.images.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def get(self, ref: str) -> Container:
+        """A container by full id, name (with or without '/') or unique id prefix."""
+        with self._guard:
+            if ref in self._containers:
+                return self._containers[ref]
+            name = ref.lstrip("/")
+            if name in self._names:
+                return self._containers[self._names[name]]
+            found = [c for cid, c in self._containers.items() if ref and cid.startswith(ref)]
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise InvalidArgument(f"multiple containers found with provided prefix: {ref}")
+        raise NotFound(f"No such container: {ref}")
+
+    # --- create -----------------------------------------------------------------------------------
+    def create(self, config: Mapping[str, Any], name: str | None = None, *,
+               runtime: str | None = None) -> str:
+        """Create a container from a ContainerCreateRequest body; returns its id. Nothing is left
+        behind when it fails."""
+        cfg, hc = bundlemod.validate_create(config)
+        rt = runtime or hc.get("Runtime") or self.default_runtime
+        if rt not in self.runtimes:
+            raise InvalidArgument(f"unknown runtime {rt!r} (have {', '.join(sorted(self.runtimes))})")
+        check_runtime(rt, self.runtimes[rt])
+        hc["Runtime"] = rt
+        img = self.images.get(cfg["Image"])
+        image_config = img.config.config or {}
+        bundlemod.command_of(image_config, cfg)  # "no command specified" now, not at start
+        cid = secrets.token_hex(32)
+        with self._guard:
+            if name is not None:
+                name = validate_name(name)
+                if name in self._names:
+                    other = self._names[name]
+                    raise Conflict(f'Conflict. The container name "/{name}" is already in use by container '
+                                   f'"{other}". You have to remove (or rename) that container to be able '
+                                   "to reuse that name.")
+            else:
+                name = random_name(self._names)
+            self._names[name] = cid  # reserved now; released below on failure
+        c = Container(id=cid, name=name, created=_now(), image=str(img.id), image_ref=cfg["Image"],
+                      config=self._full_config(cfg, image_config, cid), host_config=hc, runtime=rt)
+        try:
+            os.makedirs(self._rootfs(cid), mode=0o700)
+            self._write_etc_files(c)
+            self.images.prepare_container_rootfs(cid, img)
+            self._save(c)
+        except BaseException:
+            with contextlib.suppress(PalletError, OSError):
+                self.images.remove_container_rootfs(cid)
+            shutil.rmtree(self._dir(cid), ignore_errors=True)
+            with self._guard:
+                self._names.pop(name, None)
+            raise
+        with self._guard:
+            self._containers[cid] = c
+        return cid
+
+    @staticmethod
+    def _full_config(cfg: dict[str, Any], image_config: Mapping[str, Any], cid: str) -> dict[str, Any]:
+        """Config as inspect shows it: the request merged with the image's defaults."""
+        out = dict(cfg)
+        out["Hostname"] = cfg.get("Hostname") or cid[:12]
+        out.setdefault("Domainname", "")
+        out["User"] = cfg.get("User") or image_config.get("User") or ""
+        for k in ("AttachStdin", "AttachStdout", "AttachStderr", "Tty", "OpenStdin", "StdinOnce"):
+            out[k] = bool(cfg.get(k, False))
+        out["Env"] = bundlemod.merged_env(image_config, cfg)
+        if cfg.get("Entrypoint") is None:
+            out["Entrypoint"] = image_config.get("Entrypoint")
+            if not cfg.get("Cmd"):
+                out["Cmd"] = image_config.get("Cmd")
+        out["WorkingDir"] = cfg.get("WorkingDir") or image_config.get("WorkingDir") or ""
+        labels = dict(image_config.get("Labels") or {})
+        labels.update(cfg.get("Labels") or {})
+        out["Labels"] = labels
+        out["Image"] = cfg["Image"]
+        if not out.get("ExposedPorts") and image_config.get("ExposedPorts"):
+            out["ExposedPorts"] = image_config["ExposedPorts"]
+        return out
+
+    def _write_etc_files(self, c: Container) -> None:
+        d = self._dir(c.id)
+        host = c.host_config.get("NetworkMode") == "host"
+        hostname = socket.gethostname() if host and not c.config.get("Hostname") else c.config["Hostname"]
+        with open(os.path.join(d, "hostname"), "w") as f:
+            f.write(hostname + "\n")
+        if host:
+            shutil.copyfile("/etc/hosts", os.path.join(d, "hosts"))
+        else:
+            with open(os.path.join(d, "hosts"), "w") as f:
+                f.write("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                        f"127.0.1.1\t{hostname}\n")
+        try:
+            resolv = open("/etc/resolv.conf").read()  # noqa: SIM115
+        except OSError:
+            resolv = ""
+        if not host:
+            # Loopback only (issue 5 brings the bridge): a host resolver on 127.0.0.x is out of reach.
+            resolv = "".join(line + "\n" for line in resolv.splitlines()
+                             if not line.strip().startswith("nameserver 127."))
+        with open(os.path.join(d, "resolv.conf"), "w") as f:
+            f.write(resolv)
+
+    # --- start --------------------------------------------------------------------------------------
+    def start(self, ref: str) -> bool:
+        """Start a created or exited container; False if it was running already (Docker's 304)."""
+        c = self.get(ref)
+        with c.lock:
+            if c.state.status in (Status.RUNNING, Status.PAUSED):
+                return False
+            self._start_locked(c)
+            return True
+
+    def _start_locked(self, c: Container) -> None:
+        if not c.state.status.can_start():
+            raise Conflict(f"cannot start container {c.id[:12]}: it is {c.state.status.value}")
+        check_runtime(c.runtime, self.runtimes[c.runtime])
+        rt = self._runtime(c)
+        rt.delete(c.id) if rt.state(c.id) is not None else None  # leftovers of a previous run
+        xdir = self._xdir(c.id)
+        shutil.rmtree(xdir, ignore_errors=True)
+        os.makedirs(xdir, mode=0o700)
+        os.makedirs(rt.root, mode=0o700, exist_ok=True)
+        rootfs = self._rootfs(c.id)
+        mounts = self.images.container_mounts(c.id)
+        if not os.path.ismount(rootfs):
+            self.images.mount(mounts, rootfs)
+        try:
+            self._write_spec(c, rootfs)
+            result = self._spawn_monitor(c)
+        except BaseException as exc:
+            with contextlib.suppress(OSError, PalletError):
+                self.images.unmount(mounts, rootfs)
+            c.state.error = str(exc)
+            self._save(c)
+            raise
+        if "error" in result:
+            with contextlib.suppress(OSError, PalletError):
+                self.images.unmount(mounts, rootfs)
+            c.state.error = result["error"]
+            if c.state.status is Status.CREATED:
+                c.state.exit_code = 128
+            self._save(c)
+            raise PalletError(f"failed to start container {c.id[:12]}: {result['error']}")
+        c.monitor_pid = int(result["monitor"])
+        c.monitor_start = _proc_start(c.monitor_pid) or 0
+        c.init_start = _proc_start(int(result["pid"])) or 0
+        c.state.set(Status.RUNNING)
+        c.state.pid = int(result["pid"])
+        c.state.started_at = result["started_at"]
+        c.state.exit_code, c.state.error, c.state.oom_killed = 0, "", False
+        self._save(c)
+        if not c.monitor_start or not self._watcher.watch(c.id, c.monitor_pid, c.monitor_start):
+            self._exited_locked(c)
+
+    def _write_spec(self, c: Container, rootfs: str) -> None:
+        img = self.images.get(c.image)
+        d = self._dir(c.id)
+        spec = bundlemod.build_spec(
+            img.config.config or {}, c.config, c.host_config, cid=c.id, rootfs=rootfs,
+            cgroup_parent=self.cgroup_parent, hostname=c.config.get("Hostname", ""),
+            files={"/etc/hostname": os.path.join(d, "hostname"), "/etc/hosts": os.path.join(d, "hosts"),
+                   "/etc/resolv.conf": os.path.join(d, "resolv.conf")},
+            lookup_user=lambda user: _lookup_user(rootfs, user), host_hostname=socket.gethostname())
+        # Docker creates missing bind sources (Binds only, not Mounts).
+        for b in c.host_config.get("Binds") or []:
+            os.makedirs(b.split(":")[0], exist_ok=True)
+        _write_json_atomic(os.path.join(d, "config.json"), spec)
+
+    def _spawn_monitor(self, c: Container) -> dict[str, Any]:
+        ltype, max_size, max_files = bundlemod.log_options(c.host_config)
+        xdir = self._xdir(c.id)
+        cfg = {"id": c.id, "runtime": self.runtimes[c.runtime],
+               "runtime_root": os.path.join(self.exec_root, "runtime", c.runtime), "bundle": self._dir(c.id),
+               "log_path": self.log_path(c.id) if ltype == "json-file" else "",
+               "log_max_size": max_size, "log_max_files": max_files, "tty": bool(c.config.get("Tty")),
+               "open_stdin": bool(c.config.get("OpenStdin")), "stdin_once": bool(c.config.get("StdinOnce"))}
+        cfg_path = os.path.join(xdir, "monitor.json")
+        _write_json_atomic(cfg_path, cfg)
+        r, w = os.pipe()
+        try:
+            proc = subprocess.Popen([sys.executable, "-S", MONITOR, cfg_path, str(w)], pass_fds=(w,),
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, cwd="/")
+            os.close(w)
+            w = -1
+            proc.wait(30)  # the double fork's first process exits at once
+            data = b""
+            deadline = time.monotonic() + 120
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([r], [], [], left)[0]:
+                    raise Unavailable(f"container {c.id[:12]}: the monitor did not report in time")
+                chunk = os.read(r, 65536)
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            os.close(r)
+            if w >= 0:
+                os.close(w)
+        if not data:
+            err = ""
+            with contextlib.suppress(OSError):
+                err = open(os.path.join(xdir, "monitor.log")).read().strip()  # noqa: SIM115
+            return {"error": f"the monitor exited without a word{': ' + err if err else ''}"}
+        out: dict[str, Any] = json.loads(data)
+        return out
+
+    # --- exits ---------------------------------------------------------------------------------------
+    def _on_monitor_exit(self, cid: str) -> None:
+        with self._guard:
+            c = self._containers.get(cid)
+        if c is None:
+            return
+        with c.lock:
+            if not c.state.status.is_active:
+                return
+            self._exited_locked(c)
+            auto = bool(c.host_config.get("AutoRemove"))
+        if auto:
+            with contextlib.suppress(NotFound, Conflict):
+                self.remove(cid, force=True)
+
+    def _exited_locked(self, c: Container) -> None:
+        """The monitor is gone: record the exit, clean the runtime state and the mount."""
+        xdir = self._xdir(c.id)
+        code, finished, error = 255, _now(), ""
+        try:
+            with open(os.path.join(xdir, "exit.json")) as f:
+                ex = json.load(f)
+            code, finished, error = int(ex["exit_code"]), ex["finished_at"], ex.get("error", "")
+        except (OSError, ValueError, KeyError):
+            error = "the container's monitor died: exit code unknown"
+        c.state.oom_killed = _oom_killed(f"{self.cgroup_parent}/{c.id}")
+        rt = self._runtime(c)
+        rt.delete(c.id)  # kills what is left (the init of a died monitor) by its recorded pid
+        with contextlib.suppress(OSError, PalletError):
+            self.images.unmount(self.images.container_mounts(c.id), self._rootfs(c.id))
+        if c.state.status is not Status.EXITED:
+            check_transition(c.state.status, Status.EXITED)
+        c.state.status = Status.EXITED
+        c.state.exit_code, c.state.finished_at, c.state.error = code, finished, error
+        c.state.pid = 0
+        c.monitor_pid = c.monitor_start = c.init_start = 0
+        c.exits += 1
+        self._save(c)
+        c.cond.notify_all()
+
+    def _wait_inactive_locked(self, c: Container, timeout: float | None) -> bool:
+        return c.cond.wait_for(lambda: not c.state.status.is_active, timeout)
+
+    # --- stop, kill, restart, pause ---------------------------------------------------------------
+    def stop(self, ref: str, timeout: int | None = None) -> bool:
+        """The stop signal, then SIGKILL after `timeout` seconds (the container's StopTimeout or
+        10; -1 waits forever); False when it was not running (Docker's 304)."""
+        c = self.get(ref)
+        with c.lock:
+            if not c.state.status.can_stop():
+                return False
+            self._stop_locked(c, timeout)
+            return True
+
+    def _stop_locked(self, c: Container, timeout: int | None) -> None:
+        if timeout is None:
+            timeout = c.config.get("StopTimeout")
+            timeout = DEFAULT_STOP_TIMEOUT if timeout is None else int(timeout)
+        sig = signal_number(c.config.get("StopSignal") or "SIGTERM")
+        with contextlib.suppress(Conflict, NotFound):
+            self._signal_locked(c, sig)
+        if self._wait_inactive_locked(c, None if timeout < 0 else timeout):
+            return
+        with contextlib.suppress(Conflict, NotFound):
+            self._signal_locked(c, 9)
+        if not self._wait_inactive_locked(c, 30):
+            raise Unavailable(f"container {c.id[:12]} did not exit after SIGKILL")
+
+    def _signal_locked(self, c: Container, sig: int) -> None:
+        rt = self._runtime(c)
+        rt.kill(c.id, sig)
+        if c.state.status is Status.PAUSED and sig == 9:
+            # A frozen task dies of SIGKILL only once thawed (moby: killWithSignal unpauses).
+            with contextlib.suppress(PalletError):
+                rt.resume(c.id)
+
+    def kill(self, ref: str, sig: str | int = "SIGKILL") -> None:
+        c = self.get(ref)
+        num = signal_number(sig)
+        with c.lock:
+            if not c.state.status.can_kill():
+                raise Conflict(f"Cannot kill container: {c.id[:12]}: container {c.id} is not running")
+            self._signal_locked(c, num)
+            if num == 9:
+                self._wait_inactive_locked(c, 30)
+
+    def restart(self, ref: str, timeout: int | None = None) -> None:
+        c = self.get(ref)
+        with c.lock:
+            if c.state.status.can_stop():
+                self._stop_locked(c, timeout)
+            self._start_locked(c)
+            c.restart_count += 1
+            self._save(c)
+
+    def pause(self, ref: str) -> None:
+        c = self.get(ref)
+        with c.lock:
+            if not c.state.status.can_pause():
+                raise Conflict(f"Container {c.id} is {c.state.status.value}, not running")
+            self._runtime(c).pause(c.id)
+            c.state.set(Status.PAUSED)
+            self._save(c)
+
+    def unpause(self, ref: str) -> None:
+        c = self.get(ref)
+        with c.lock:
+            if not c.state.status.can_unpause():
+                raise Conflict(f"Container {c.id} is not paused")
+            self._runtime(c).resume(c.id)
+            c.state.set(Status.RUNNING)
+            self._save(c)
+
+    # --- wait ---------------------------------------------------------------------------------------
+    def wait(self, ref: str, condition: str = "not-running", timeout: float | None = None) -> int:
+        """Block until the condition holds; return the exit code. Conditions are Docker's:
+        "not-running" (returns at once for a container that is not running), "next-exit", and
+        "removed". Unavailable when `timeout` (seconds) passes first. From asyncio:
+        `await asyncio.to_thread(engine.wait, id, condition)`."""
+        if condition not in ("not-running", "next-exit", "removed"):
+            raise InvalidArgument(f"invalid condition: {condition!r}")
+        c = self.get(ref)
+        with c.lock:
+            if condition == "not-running":
+                ok = c.cond.wait_for(lambda: not c.state.status.is_active, timeout)
+            elif condition == "next-exit":
+                seen = c.exits
+                ok = c.cond.wait_for(lambda: c.exits > seen or c.removed, timeout)
+            else:
+                ok = c.cond.wait_for(lambda: c.removed, timeout)
+            if not ok:
+                raise Unavailable(f"timed out waiting for container {c.id[:12]} ({condition})")
+            return c.state.exit_code
+
+    # --- remove, rename, update -------------------------------------------------------------------
+    def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+        """Remove a container (force: kill it first). `volumes` has nothing to do until named
+        volumes exist (anonymous volumes are not created yet)."""
+        c = self.get(ref)
+        with c.lock:
+            if c.removed:
+                raise NotFound(f"No such container: {ref}")
+            if not c.state.status.can_remove(force):
+                if c.state.status is Status.REMOVING:
+                    raise Conflict(f"removal of container {c.id[:12]} is already in progress")
+                raise Conflict(f"You cannot remove a {c.state.status.value} container {c.id}. Stop the "
+                               "container before attempting removal or force remove")
+            if c.state.status.is_active:
+                with contextlib.suppress(Conflict, NotFound):
+                    self._signal_locked(c, 9)
+                if not self._wait_inactive_locked(c, 30):
+                    raise Unavailable(f"container {c.id[:12]} did not exit after SIGKILL")
+            c.state.set(Status.REMOVING)
+            self._save(c)
+            self._remove_locked(c)
+
+    def _remove_locked(self, c: Container) -> None:
+        self._runtime(c).delete(c.id)
+        rootfs = self._rootfs(c.id)
+        with contextlib.suppress(NotFound):
+            mounts = self.images.container_mounts(c.id)
+            if os.path.ismount(rootfs):
+                self.images.unmount(mounts, rootfs)
+        with contextlib.suppress(NotFound):
+            self.images.remove_container_rootfs(c.id)
+        shutil.rmtree(self._xdir(c.id), ignore_errors=True)
+        shutil.rmtree(self._dir(c.id), ignore_errors=True)
+        with self._guard:
+            self._containers.pop(c.id, None)
+            if self._names.get(c.name) == c.id:
+                del self._names[c.name]
+            for eid in [e for e, x in self._execs.items() if x.container_id == c.id]:
+                del self._execs[eid]
+        c.removed = True
+        c.cond.notify_all()
+
+    def rename(self, ref: str, new_name: str) -> None:
+        c = self.get(ref)
+        new = validate_name(new_name)
+        with c.lock, self._guard:
+            if new == c.name:
+                raise Conflict(f"Renaming a container with the same name as its current name: {new}")
+            if new in self._names:
+                raise Conflict(f'Conflict. The container name "/{new}" is already in use by container '
+                               f'"{self._names[new]}"')
+            del self._names[c.name]
+            self._names[new] = c.id
+            c.name = new
+            self._save(c)
+
+    def update(self, ref: str, resources: Mapping[str, Any]) -> list[str]:
+        """Change resource limits (a ContainerUpdateRequest body); applied through the runtime's
+        `update` when the container runs. Returns Docker's Warnings."""
+        res, stored = bundlemod.resources_update(resources)
+        c = self.get(ref)
+        with c.lock:
+            if not c.state.status.can_update():
+                raise Conflict(f"Cannot update container {c.id}: it is {c.state.status.value}")
+            hc = c.host_config
+            if "Memory" in stored and "MemorySwap" not in stored and hc.get("MemorySwap", 0) > 0:
+                # Docker keeps swap relative: the default (twice the old limit) follows the new one.
+                default = hc["MemorySwap"] == 2 * hc.get("Memory", 0)
+                swap = max(2 * stored["Memory"] if default else hc["MemorySwap"], stored["Memory"])
+                stored["MemorySwap"] = swap
+                res.setdefault("memory", {})["swap"] = swap
+            if stored.get("NanoCpus"):
+                hc.pop("CpuQuota", None)
+                hc.pop("CpuPeriod", None)
+            if c.state.status.is_active and res:
+                self._runtime(c).update(c.id, res)
+            hc.update(stored)
+            self._save(c)
+        return []
+
+    # --- exec ----------------------------------------------------------------------------------------
+    def exec_create(self, ref: str, config: Mapping[str, Any]) -> str:
+        """An exec instance (ExecConfig body: Cmd, Env, WorkingDir, User, Tty, Privileged,
+        AttachStdin/out/err); returns its id. Exec instances live in memory, as in Docker."""
+        c = self.get(ref)
+        cmd = config.get("Cmd")
+        if not cmd or not isinstance(cmd, list) or not all(isinstance(a, str) for a in cmd):
+            raise InvalidArgument("exec: Cmd is required (a list of strings)")
+        with c.lock:
+            if c.state.status is Status.PAUSED:
+                raise Conflict(f"Container {c.id} is paused, unpause the container before exec")
+            if not c.state.status.can_exec():
+                raise Conflict(f"Container {c.id} is not running")
+        eid = secrets.token_hex(32)
+        with self._guard:
+            self._execs[eid] = ExecConfig(eid, c.id, dict(config))
+        return eid
+
+    def exec_start(self, exec_id: str, detach: bool = False) -> ExecSession | None:
+        """Run the exec; detached: return None at once (the exit code lands in exec_inspect);
+        else an ExecSession whose streams the caller copies and whose `wait()` gives the code."""
+        with self._guard:
+            ex = self._execs.get(exec_id)
+        if ex is None:
+            raise NotFound(f"No such exec instance: {exec_id}")
+        c = self.get(ex.container_id)
+        with c.lock:
+            if ex.running or ex.exit_code is not None:
+                raise Conflict(f"Exec {exec_id[:12]} has already run")
+            if not c.state.status.can_exec():
+                raise Conflict(f"Container {c.id} is not running")
+            process = self._exec_process(c, ex.config)
+            xdir = self._xdir(c.id)
+            pfile = os.path.join(xdir, f"exec-{exec_id[:12]}.json")
+            _write_json_atomic(pfile, process)
+            pidfile = os.path.join(xdir, f"exec-{exec_id[:12]}.pid")
+            rt = self._runtime(c)
+            argv = [*rt.base(), "exec", "--process", pfile, "--pid-file", pidfile]
+            tty = bool(process.get("terminal"))
+            listener = None
+            if tty:
+                import tempfile
+
+                cdir = tempfile.mkdtemp(prefix="pallet-exec-")  # short enough for sun_path
+                csock = os.path.join(cdir, "console.sock")
+                listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+                listener.bind(csock)
+                listener.listen(1)
+                argv += ["--console-socket", csock]
+            argv.append(c.id)
+            pipes = subprocess.DEVNULL if detach else subprocess.PIPE
+            stdin = subprocess.PIPE if (not detach and not tty and ex.config.get("AttachStdin")) \
+                else subprocess.DEVNULL
+            proc = subprocess.Popen(argv, stdin=stdin, stdout=pipes, stderr=pipes)
+            master = -1
+            try:
+                if listener is not None:
+                    listener.settimeout(30)
+                    conn, _ = listener.accept()
+                    with conn:
+                        _m, fds, _f, _a = socket.recv_fds(conn, 64, 1)
+                    master = fds[0]
+            except OSError as exc:
+                proc.kill()
+                proc.wait()
+                raise PalletError(f"exec {exec_id[:12]}: no terminal from the runtime: {exc}") from exc
+            finally:
+                if listener is not None:
+                    listener.close()
+                    shutil.rmtree(cdir, ignore_errors=True)
+            ex.running = True
+
+        def done(code: int) -> None:
+            ex.running, ex.exit_code = False, code
+            with contextlib.suppress(OSError), open(pidfile) as f:
+                ex.pid = int(f.read().strip() or 0)
+
+        session = ExecSession(exec_id, proc, pty=master, stdin=proc.stdin, stdout=proc.stdout,  # type: ignore[arg-type]
+                              stderr=proc.stderr, on_exit=done)  # type: ignore[arg-type]
+        ex.session = session
+        if detach or tty:
+            threading.Thread(target=lambda: session.wait(), daemon=True, name=f"exec-{exec_id[:12]}").start()
+        return None if detach else session
+
+    def _exec_process(self, c: Container, config: Mapping[str, Any]) -> dict[str, Any]:
+        with open(os.path.join(self._dir(c.id), "config.json")) as f:
+            spec = json.load(f)
+        proc = dict(spec["process"])
+        proc["args"] = list(config["Cmd"])
+        proc["terminal"] = bool(config.get("Tty"))
+        proc.pop("consoleSize", None)
+        env = {e.split("=", 1)[0]: e for e in proc.get("env") or []}
+        env.update({e.split("=", 1)[0]: e for e in config.get("Env") or []})
+        proc["env"] = list(env.values())
+        if config.get("WorkingDir"):
+            proc["cwd"] = config["WorkingDir"]
+        if config.get("User"):
+            found = bundlemod.numeric_user(config["User"]) or _lookup_user(self._rootfs(c.id), config["User"])
+            proc["user"] = {"uid": found[0], "gid": found[1],
+                            **({"additionalGids": found[2]} if found[2] else {})}
+        if config.get("Privileged"):
+            every = list(bundlemod.ALL_CAPS)
+            proc["capabilities"] = {k: every for k in ("bounding", "effective", "permitted")}
+        return proc
+
+    def exec_inspect(self, exec_id: str) -> dict[str, Any]:
+        with self._guard:
+            ex = self._execs.get(exec_id)
+        if ex is None:
+            raise NotFound(f"No such exec instance: {exec_id}")
+        if ex.session is not None and ex.running and ex.session.proc.poll() is not None:
+            ex.session.wait()
+        cfg = ex.config
+        return {"ID": ex.id, "ContainerID": ex.container_id, "Running": ex.running, "ExitCode": ex.exit_code,
+                "Pid": ex.pid, "OpenStdin": bool(cfg.get("AttachStdin")),
+                "OpenStderr": bool(cfg.get("AttachStderr")), "OpenStdout": bool(cfg.get("AttachStdout")),
+                "CanRemove": False, "DetachKeys": cfg.get("DetachKeys", ""),
+                "ProcessConfig": {"tty": bool(cfg.get("Tty")), "entrypoint": cfg["Cmd"][0],
+                                  "arguments": cfg["Cmd"][1:], "privileged": bool(cfg.get("Privileged")),
+                                  "user": cfg.get("User", "")}}
+
+    # --- observing ------------------------------------------------------------------------------------
+    def attach(self, ref: str) -> socket.socket:
+        """A connection to the container's monitor: output arrives (raw for a Tty container, else in
+        Docker's multiplexed frames), what is sent goes to stdin (with OpenStdin). Output from before
+        the attach is in the logs."""
+        c = self.get(ref)
+        with c.lock:
+            if not c.state.status.is_active:
+                raise Conflict(f"You cannot attach to a stopped container {c.id[:12]}, start it first")
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            # Through the directory's fd: sun_path holds 108 bytes, the exec root may be deep.
+            dfd = os.open(self._xdir(c.id), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                s.connect(f"/proc/self/fd/{dfd}/attach.sock")
+            except OSError as exc:
+                s.close()
+                raise Conflict(f"container {c.id[:12]}: attach: {exc}") from exc
+            finally:
+                os.close(dfd)
+            return s
+
+    def logs(self, ref: str, *, follow: bool = False, since: float | None = None, until: float | None = None,
+             timestamps: bool = False, tail: int | None = None, stdout: bool = True,
+             stderr: bool = True) -> Iterator[tuple[str, bytes]]:
+        """The json-file log as (stream, bytes) records; see pallet.engine.logs.read_logs."""
+        c = self.get(ref)
+        _ltype, _size, files = bundlemod.log_options(c.host_config)
+        if _ltype == "none":
+            raise NotSupported('configured logging driver does not support reading ("none")')
+        return read_logs(self.log_path(c.id), max_files=files, follow=follow, since=since, until=until,
+                         timestamps=timestamps, tail=tail, stdout=stdout, stderr=stderr,
+                         running=lambda: c.state.status.is_active and not c.removed)
+
+    def top(self, ref: str, ps_args: str | Sequence[str] = "-ef") -> dict[str, Any]:
+        c = self.get(ref)
+        with c.lock:
+            if not c.state.status.is_active:
+                raise Conflict(f"Container {c.id} is not running")
+            args = ps_args.split() if isinstance(ps_args, str) else list(ps_args)
+            titles, rows = self._runtime(c).ps(c.id, args)
+        return {"Titles": titles, "Processes": rows}
+
+    def stats(self, ref: str) -> dict[str, Any]:
+        """One `runtime events --stats` sample (runc's stats event JSON)."""
+        c = self.get(ref)
+        with c.lock:
+            if not c.state.status.is_active:
+                raise Conflict(f"Container {c.id} is not running")
+            return self._runtime(c).stats(c.id)
+
+    def commit(self, ref: str, repo_tag: str | None = None, *, author: str = "", message: str = "",
+               changes: Sequence[str] = (), pause: bool = True) -> str:
+        """`docker commit` through ImageService.commit, the container frozen while its change is read."""
+        c = self.get(ref)
+
+        @contextlib.contextmanager
+        def frozen() -> Iterator[None]:
+            with c.lock:
+                do = pause and c.state.status is Status.RUNNING
+                if do:
+                    self._runtime(c).pause(c.id)
+                try:
+                    yield
+                finally:
+                    if do:
+                        self._runtime(c).resume(c.id)
+
+        return str(self.images.commit(c.id, repo_tag, author=author, message=message, changes=changes,
+                                      pause=frozen))
+
+    def export(self, ref: str, out: Any) -> None:
+        c = self.get(ref)
+        self.images.export_container(c.id, out)
+
+    # --- listing --------------------------------------------------------------------------------------
+    def list(self, all: bool = False, filters: Mapping[str, Sequence[str]] | None = None,
+             limit: int = -1) -> builtins.list[dict[str, Any]]:
+        """ContainerSummary objects, newest first (Docker's /containers/json)."""
+        flt = {k: list(v) for k, v in (filters or {}).items()}
+        for k in flt:
+            if k not in ("status", "name", "id", "label", "ancestor", "exited"):
+                raise InvalidArgument(f"invalid filter '{k}'")
+        with self._guard:
+            items = list(self._containers.values())
+        items.sort(key=lambda c: c.created, reverse=True)
+        out = []
+        for c in items:
+            if not all and not c.state.status.is_active and "status" not in flt and "exited" not in flt:
+                continue
+            if not matches(c, flt, self._ancestors):
+                continue
+            out.append(self._summary(c))
+            if 0 < limit <= len(out):
+                break
+        return out
+
+    def _ancestors(self, ref: str) -> set[str]:
+        with contextlib.suppress(PalletError):
+            return {str(self.images.get(ref).id)}
+        return set()
+
+    def _summary(self, c: Container) -> dict[str, Any]:
+        cmd = [*(c.config.get("Entrypoint") or []), *(c.config.get("Cmd") or [])]
+        return {"Id": c.id, "Names": [f"/{c.name}"], "Image": c.image_ref, "ImageID": c.image,
+                "Command": " ".join(cmd), "Created": _epoch(c.created), "Ports": [],
+                "Labels": c.config.get("Labels") or {}, "State": c.state.status.value,
+                "Status": _status_text(c.state),
+                "HostConfig": {"NetworkMode": c.host_config.get("NetworkMode")},
+                "NetworkSettings": {"Networks": {}}, "Mounts": self._mounts(c)}
+
+    def _mounts(self, c: Container) -> builtins.list[dict[str, Any]]:
+        out = []
+        for b in c.host_config.get("Binds") or []:
+            m = bundlemod.parse_bind(b)
+            out.append({"Type": "bind", "Source": m["source"], "Destination": m["destination"], "Mode": "",
+                        "RW": "ro" not in m["options"], "Propagation": m["options"][-1]})
+        for d in (c.host_config.get("Tmpfs") or {}):
+            out.append({"Type": "tmpfs", "Source": "", "Destination": d, "Mode": "", "RW": True,
+                        "Propagation": ""})
+        return out
+
+    def inspect(self, ref: str) -> dict[str, Any]:
+        """Docker's ContainerInspectResponse."""
+        c = self.get(ref)
+        with c.lock:
+            path, *args = [*(c.config.get("Entrypoint") or []), *(c.config.get("Cmd") or [])] or [""]
+            gd: dict[str, Any] = {"Name": getattr(self.images, "driver", "overlay"), "Data": None}
+            with contextlib.suppress(PalletError, IndexError, AttributeError):
+                m = self.images.container_mounts(c.id)[0]
+                pairs = (("LowerDir", m.option("lowerdir")), ("UpperDir", m.option("upperdir")),
+                         ("WorkDir", m.option("workdir")), ("MergedDir", self._rootfs(c.id)))
+                gd["Data"] = {k: v for k, v in pairs if v}
+            d = self._dir(c.id)
+            return {
+                "Id": c.id, "Created": c.created, "Path": path, "Args": args, "State": c.state.to_docker(),
+                "Image": c.image, "ResolvConfPath": os.path.join(d, "resolv.conf"),
+                "HostnamePath": os.path.join(d, "hostname"), "HostsPath": os.path.join(d, "hosts"),
+                "LogPath": self.log_path(c.id), "Name": f"/{c.name}", "RestartCount": c.restart_count,
+                "Driver": gd["Name"], "Platform": "linux", "MountLabel": "", "ProcessLabel": "",
+                "AppArmorProfile": "", "ExecIDs": self._exec_ids(c.id) or None, "HostConfig": c.host_config,
+                "GraphDriver": gd, "Mounts": self._mounts(c), "Config": c.config,
+                "NetworkSettings": {"Bridge": "", "SandboxID": "", "SandboxKey": "", "Ports": {},
+                                    "Networks": ({"host": {}} if c.host_config.get("NetworkMode") == "host"
+                                                 else {"none": {}})},
+            }
+
+    def _exec_ids(self, cid: str) -> builtins.list[str]:
+        with self._guard:
+            return [e for e, x in self._execs.items() if x.container_id == cid]
+
+    # --- live restore ---------------------------------------------------------------------------------
+    def _load(self) -> None:
+        """Read every container record; reconcile the active ones with their monitors."""
+        for cid in sorted(os.listdir(self.containers_dir)):
+            path = os.path.join(self._dir(cid), "container.json")
+            try:
+                with open(path) as f:
+                    c = Container.from_record(json.load(f))
+            except (OSError, ValueError, KeyError, InvalidArgument) as exc:
+                sys.stderr.write(f"pallet engine: skipping container {cid}: {exc}\n")
+                continue
+            self._containers[c.id] = c
+            self._names[c.name] = c.id
+        for c in list(self._containers.values()):
+            with c.lock:
+                if c.state.status is Status.REMOVING:
+                    self._remove_locked(c)
+                    continue
+                if not c.state.status.is_active:
+                    continue
+                alive = c.monitor_pid and _proc_start(c.monitor_pid) == c.monitor_start
+                if alive and self._watcher.watch(c.id, c.monitor_pid, c.monitor_start):
+                    continue
+                self._exited_locked(c)
+                auto = bool(c.host_config.get("AutoRemove"))
+            if auto:
+                with contextlib.suppress(PalletError):
+                    self.remove(c.id, force=True)
+
+
+# --- pure helpers ---------------------------------------------------------------------------------
+
+def matches(c: Container, flt: Mapping[str, Sequence[str]], ancestors: Callable[[str], set[str]]) -> bool:
+    """Docker's container filters: each key must match one of its values (status, name (substring
+    or regexp), id (prefix), label (key or key=value), ancestor (image name or id), exited)."""
+    import re
+
+    for key, values in flt.items():
+        if not values:
+            continue
+        if key == "status":
+            bad = [v for v in values if v not in {s.value for s in Status}]
+            if bad:
+                raise InvalidArgument(f"invalid filter 'status={bad[0]}'")
+            ok = c.state.status.value in values
+        elif key == "name":
+            ok = any(re.search(v, "/" + c.name) for v in values)
+        elif key == "id":
+            ok = any(c.id.startswith(v) for v in values)
+        elif key == "label":
+            labels = c.config.get("Labels") or {}
+            ok = all(_label_ok(labels, v) for v in values)
+        elif key == "ancestor":
+            ok = any(v in (c.image_ref, c.image) or c.image in ancestors(v) for v in values)
+        elif key == "exited":
+            try:
+                codes = {int(v) for v in values}
+            except ValueError:
+                raise InvalidArgument("invalid filter 'exited': want an integer") from None
+            ok = c.state.status is Status.EXITED and c.state.exit_code in codes
+        else:
+            raise InvalidArgument(f"invalid filter '{key}'")
+        if not ok:
+            return False
+    return True
+
+
+def _label_ok(labels: Mapping[str, str], spec: str) -> bool:
+    k, sep, v = spec.partition("=")
+    return k in labels and (not sep or labels[k] == v)
+
+
+def _epoch(ts: str) -> int:
+    from pallet.engine.logs import parse_time
+
+    return parse_time(ts) // 10**9
+
+
+def _human(seconds: float) -> str:
+    """Docker's units.HumanDuration."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    m = s // 60
+    if m == 1:
+        return "About a minute"
+    if m < 60:
+        return f"{m} minutes"
+    h = round(s / 3600)
+    if h == 1:
+        return "About an hour"
+    if h < 48:
+        return f"{h} hours"
+    if h < 24 * 7 * 2:
+        return f"{h // 24} days"
+    if h < 24 * 30 * 2:
+        return f"{h // 24 // 7} weeks"
+    if h < 24 * 365 * 2:
+        return f"{h // 24 // 30} months"
+    return f"{h // 24 // 365} years"
+
+
+def _status_text(st: ContainerState, now: float | None = None) -> str:
+    """ContainerSummary.Status: "Up 5 minutes", "Exited (0) 2 seconds ago", "Created"..."""
+    from pallet.engine.logs import parse_time
+
+    now = time.time() if now is None else now
+    if st.status in (Status.RUNNING, Status.PAUSED):
+        up = f"Up {_human(now - parse_time(st.started_at) / 1e9)}"
+        return up + " (Paused)" if st.status is Status.PAUSED else up
+    if st.status is Status.EXITED:
+        if st.finished_at.startswith("0001-"):
+            return f"Exited ({st.exit_code})"
+        return f"Exited ({st.exit_code}) {_human(now - parse_time(st.finished_at) / 1e9)} ago"
+    return {Status.CREATED: "Created", Status.RESTARTING: "Restarting", Status.DEAD: "Dead",
+            Status.REMOVING: "Removal In Progress"}[st.status]
+
+
+def _lookup_user(rootfs: str, user: str) -> tuple[int, int, list[int]]:
+    """user[:group] by name through the container's /etc/passwd and /etc/group (read through a
+    secure join: the rootfs is untrusted)."""
+    from pallet.oci.securejoin import secure_join
+
+    name, _, group = user.partition(":")
+
+    def entries(path: str) -> list[list[str]]:
+        try:
+            with open(secure_join(rootfs, path)) as f:
+                return [line.rstrip("\n").split(":") for line in f if line.count(":") >= 2]
+        except OSError:
+            return []
+
+    passwd, groups = entries("/etc/passwd"), entries("/etc/group")
+    if name.isdigit():
+        uid, gid = int(name), 0
+        for p in passwd:
+            if p[2] == name and len(p) > 3 and p[3].isdigit():
+                gid = int(p[3])
+    else:
+        found = [p for p in passwd if p[0] == name and len(p) > 3]
+        if not found:
+            raise InvalidArgument(f"unable to find user {name}: no matching entries in passwd file")
+        uid, gid = int(found[0][2]), int(found[0][3])
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            g = [e for e in groups if e[0] == group]
+            if not g:
+                raise InvalidArgument(f"unable to find group {group}: no matching entries in group file")
+            gid = int(g[0][2])
+    uname = name if not name.isdigit() else next((p[0] for p in passwd if p[2] == name), "")
+    extra = sorted({int(e[2]) for e in groups if len(e) > 3 and uname and uname in e[3].split(",")} - {gid})
+    return uid, gid, extra
+
+
+def _oom_killed(cgroup_path: str, root: str = "/sys/fs/cgroup") -> bool:
+    """Whether the kernel's OOM killer acted in the container's memory cgroup (v1 oom_control
+    or v2 memory.events oom_kill counter)."""
+    for path in (os.path.join(root, "memory", cgroup_path.lstrip("/"), "memory.oom_control"),
+                 os.path.join(root, cgroup_path.lstrip("/"), "memory.events")):
+        with contextlib.suppress(OSError, ValueError), open(path) as f:
+            for line in f:
+                k, _, v = line.partition(" ")
+                if k == "oom_kill":
+                    return int(v) > 0
+    return False
+

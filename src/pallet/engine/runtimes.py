@@ -1,0 +1,137 @@
+"""OCI runtimes the engine can run containers through, and how it calls them.
+
+Every runtime is driven by runc's command line (`--root R --log L --log-format json COMMAND`),
+each with its own state root under <exec-root>/runtime/<name> so that runc and pallet-runtime
+never read each other's state. The engine never does namespace work itself (STYLE.md §8).
+
+crun 1.8.1 (Debian 12) refuses a cgroup v1 hybrid host whose /sys/fs/cgroup/unified is mounted:
+`check_runtime` says so up front (NotSupported at create) instead of letting every start fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pallet.errors import Conflict, InvalidArgument, NotFound, NotSupported, PalletError
+
+DEFAULT_RUNTIME = "pallet-runtime"
+
+
+def default_runtimes() -> dict[str, list[str]]:
+    return {
+        "pallet-runtime": [sys.executable, "-m", "pallet.runtime.cli"],
+        "runc": ["runc"],
+        "crun": ["crun"],
+    }
+
+
+def signal_number(value: str | int) -> int:
+    """SIGTERM, TERM, 15 -> 15 (Docker's signal.ParseSignal)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        n = value
+    else:
+        v = str(value).strip().upper()
+        if v.isdigit():
+            n = int(v)
+        else:
+            name = v if v.startswith("SIG") else "SIG" + v
+            try:
+                n = int(signal.Signals[name])
+            except KeyError:
+                raise InvalidArgument(f"invalid signal: {value}") from None
+    if not 0 < n < 65:
+        raise InvalidArgument(f"invalid signal: {value}")
+    return n
+
+
+def hybrid_cgroups(root: str = "/sys/fs/cgroup") -> bool:
+    return os.path.isdir(os.path.join(root, "unified")) and os.path.ismount(os.path.join(root, "unified"))
+
+
+def check_runtime(name: str, argv: Sequence[str]) -> None:
+    """NotSupported when `name` cannot run containers on this host (found out without running it)."""
+    if shutil.which(argv[0]) is None and not os.path.exists(argv[0]):
+        raise NotSupported(f"runtime {name!r}: {argv[0]} is not installed")
+    if os.path.basename(argv[0]) == "crun" and hybrid_cgroups():
+        raise NotSupported("runtime 'crun': crun refuses cgroup v1 hybrid hosts such as this one "
+                           "(/sys/fs/cgroup/unified is mounted)")
+
+
+class RuntimeError_(PalletError):
+    """The runtime exited non-zero; the message is its own error."""
+
+
+class Runtime:
+    """One runtime's CLI with its own --root. Methods raise Conflict/NotFound from what the runtime
+    says where the difference matters, else PalletError with the runtime's message."""
+
+    def __init__(self, name: str, argv: Sequence[str], root: str) -> None:
+        self.name, self.argv, self.root = name, list(argv), root
+
+    def base(self, log: str | None = None) -> list[str]:
+        out = [*self.argv, "--root", self.root]
+        if log:
+            out += ["--log", log, "--log-format", "json"]
+        return out
+
+    def run(self, *args: str, input: bytes | None = None, timeout: float = 60,
+            check: bool = True) -> subprocess.CompletedProcess[bytes]:
+        proc = subprocess.run([*self.base(), *args], input=input, capture_output=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+            text = msg[-1] if msg else f"exit status {proc.returncode}"
+            low = text.lower()
+            if "does not exist" in low or "not found" in low or "no such" in low:
+                raise NotFound(f"{self.name} {args[0]}: {text}")
+            if "not running" in low or "stopped" in low or "paused" in low or "not paused" in low:
+                raise Conflict(f"{self.name} {args[0]}: {text}")
+            raise RuntimeError_(f"{self.name} {args[0]}: {text}")
+        return proc
+
+    def state(self, cid: str) -> dict[str, Any] | None:
+        proc = self.run("state", cid, check=False)
+        if proc.returncode != 0:
+            return None
+        try:
+            out: dict[str, Any] = json.loads(proc.stdout)
+            return out
+        except ValueError:
+            return None
+
+    def kill(self, cid: str, sig: int, all_processes: bool = False) -> None:
+        self.run("kill", *(["--all"] if all_processes else []), cid, str(sig))
+
+    def delete(self, cid: str) -> None:
+        self.run("delete", "--force", cid, check=False)
+
+    def pause(self, cid: str) -> None:
+        self.run("pause", cid)
+
+    def resume(self, cid: str) -> None:
+        self.run("resume", cid)
+
+    def update(self, cid: str, resources: Mapping[str, Any]) -> None:
+        self.run("update", "-r", "-", cid, input=json.dumps(resources).encode())
+
+    def stats(self, cid: str) -> dict[str, Any]:
+        proc = self.run("events", "--stats", cid)
+        out: dict[str, Any] = json.loads(proc.stdout)
+        return out
+
+    def ps(self, cid: str, ps_args: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+        """(titles, rows) of `ps` restricted to the container's processes."""
+        args = list(ps_args) or ["-ef"]
+        proc = self.run("ps", cid, "--", *args)
+        lines = proc.stdout.decode("utf-8", "replace").splitlines()
+        if not lines:
+            return [], []
+        titles = lines[0].split()
+        rows = [line.split(None, len(titles) - 1) for line in lines[1:] if line.strip()]
+        return titles, rows
