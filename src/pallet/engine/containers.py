@@ -59,6 +59,7 @@ from pallet.errors import (
     PalletError,
     Unavailable,
 )
+from pallet.units import human_duration
 
 RECORD_VERSION = 1
 DEFAULT_STOP_TIMEOUT = 10
@@ -1061,46 +1062,18 @@ def _epoch(ts: str) -> int:
     return parse_time(ts) // 10**9
 
 
-def _human(seconds: float) -> str:
-    """Docker's units.HumanDuration."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    m = s // 60
-    if m == 1:
-        return "About a minute"
-    if m < 60:
-        return f"{m} minutes"
-    h = round(s / 3600)
-    if h == 1:
-        return "About an hour"
-    if h < 48:
-        return f"{h} hours"
-    if h < 24 * 7 * 2:
-        return f"{h // 24} days"
-    if h < 24 * 30 * 2:
-        return f"{h // 24 // 7} weeks"
-    if h < 24 * 365 * 2:
-        return f"{h // 24 // 30} months"
-    return f"{h // 24 // 365} years"
-
-
 def _status_text(st: ContainerState, now: float | None = None) -> str:
     """ContainerSummary.Status: "Up 5 minutes", "Exited (0) 2 seconds ago", "Created"..."""
     from pallet.engine.logs import parse_time
 
     now = time.time() if now is None else now
     if st.status in (Status.RUNNING, Status.PAUSED):
-        up = f"Up {_human(now - parse_time(st.started_at) / 1e9)}"
+        up = f"Up {human_duration(now - parse_time(st.started_at) / 1e9)}"
         return up + " (Paused)" if st.status is Status.PAUSED else up
     if st.status is Status.EXITED:
         if st.finished_at.startswith("0001-"):
             return f"Exited ({st.exit_code})"
-        return f"Exited ({st.exit_code}) {_human(now - parse_time(st.finished_at) / 1e9)} ago"
+        return f"Exited ({st.exit_code}) {human_duration(now - parse_time(st.finished_at) / 1e9)} ago"
     return {Status.CREATED: "Created", Status.RESTARTING: "Restarting", Status.DEAD: "Dead",
             Status.REMOVING: "Removal In Progress"}[st.status]
 

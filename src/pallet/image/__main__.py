@@ -38,49 +38,13 @@ from typing import Any, BinaryIO
 from pallet.errors import InvalidArgument, PalletError
 from pallet.image.service import ImageService, short_id
 from pallet.oci.reference import parse_normalized
+from pallet.units import human_duration, human_size
 
 DEFAULT_DATA_ROOT = "/var/lib/pallet"
 _NONE = "<none>"
 
 
 # --- rendering ---------------------------------------------------------------------------------
-
-def human_size(size: float) -> str:
-    """Docker's size column (go-units HumanSizeWithPrecision(size, 3)): decimal units."""
-    units = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
-    i = 0
-    while size >= 1000 and i < len(units) - 1:
-        size /= 1000
-        i += 1
-    return f"{size:.3g}{units[i]}"
-
-
-def human_duration(seconds: float) -> str:
-    """go-units HumanDuration, which the docker CLI's CREATED column uses (with " ago")."""
-    s = int(seconds)
-    minutes, hours = round(seconds / 60), round(seconds / 3600)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // (24 * 7)} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // (24 * 30)} months"
-    return f"{hours // (24 * 365)} years"
-
 
 def _since(unix: int, now: float) -> str:
     return f"{human_duration(now - unix)} ago" if unix > 0 else "N/A"
