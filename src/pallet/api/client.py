@@ -52,8 +52,12 @@ class APIError(PalletError):
 
 
 def error_for(status: int, message: str) -> PalletError:
+    """The kind for an error answer; `status` on the exception marks it as the daemon's word
+    (the CLI prints those as the docker CLI does: "Error response from daemon: ...")."""
     kind = _KIND_BY_STATUS.get(status)
-    return kind(message) if kind is not None else APIError(message, status)
+    exc = kind(message) if kind is not None else APIError(message, status)
+    exc.status = status  # type: ignore[attr-defined]
+    return exc
 
 
 class TLSConfig:
@@ -190,6 +194,105 @@ def demux(chunks: Iterator[bytes]) -> Iterator[tuple[int, bytes]]:
         raise APIError(f"multiplexed stream ended inside a frame ({len(buf)} bytes left over)")
 
 
+class PendingRequest:
+    """A request sent whose answer is read later (`Client.send`)."""
+
+    def __init__(self, client: Client, conn: http.client.HTTPConnection) -> None:
+        self._client, self._conn = client, conn
+
+    def answered(self, timeout: float) -> bool:
+        """True once the daemon has started to answer (waits up to `timeout` seconds)."""
+        import select
+
+        sock = self._conn.sock
+        return sock is None or bool(select.select([sock], [], [], timeout)[0])
+
+    def response(self, ok: tuple[int, ...] = ()) -> Response:
+        try:
+            raw = self._conn.getresponse()
+        except BaseException as exc:
+            self._conn.close()
+            raise self._client._connect_error(exc) from exc
+        resp = Response(raw, self._conn)
+        if resp.status >= 400 and resp.status not in ok:
+            raise error_for(resp.status, _error_message(resp))
+        return resp
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class Hijacked:
+    """Both directions of an upgraded connection: `recv` gives what the daemon sends (the
+    bytes read with the answer's header first), `send` goes to the container's stdin,
+    `close_write` ends stdin (a half-close, as the docker CLI's CloseWrite)."""
+
+    def __init__(self, sock: socket.socket, buffered: bytes = b"", *, chunked: bool = False,
+                 content_type: str = "") -> None:
+        self.sock = sock
+        self._buffered = buffered
+        self._chunked = chunked
+        self._chunk_left = 0
+        self._pending = b""
+        self.content_type = content_type.split(";")[0].strip()
+
+    @property
+    def multiplexed(self) -> bool:
+        return self.content_type == "application/vnd.docker.multiplexed-stream"
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def pending(self) -> bool:
+        """Bytes already read from the socket (or held by TLS) that `recv` returns at once."""
+        tls_pending = getattr(self.sock, "pending", None)
+        return bool(self._buffered) or bool(tls_pending and tls_pending())
+
+    def _raw_recv(self, size: int) -> bytes:
+        if self._buffered:
+            data, self._buffered = self._buffered[:size], self._buffered[size:]
+            return data
+        try:
+            return self.sock.recv(size)
+        except ConnectionResetError:
+            return b""
+
+    def recv(self, size: int = 32 * 1024) -> bytes:
+        """Some bytes, b"" at the end of the stream."""
+        if not self._chunked:
+            return self._raw_recv(size)
+        while True:  # decode chunked transfer encoding (a daemon that did not upgrade)
+            if self._chunk_left:
+                data = self._pending[:self._chunk_left] or self._raw_recv(min(size, self._chunk_left))
+                self._pending = self._pending[len(data):] if self._pending else b""
+                if not data:
+                    return b""
+                self._chunk_left -= len(data)
+                return data
+            while b"\r\n" not in self._pending.lstrip(b"\r\n"):
+                more = self._raw_recv(4096)
+                if not more:
+                    return b""
+                self._pending += more
+            self._pending = self._pending.lstrip(b"\r\n")
+            line, _, self._pending = self._pending.partition(b"\r\n")
+            self._chunk_left = int(line.split(b";")[0], 16)
+            if self._chunk_left == 0:
+                return b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def close_write(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 class Client:
     """One daemon address; a fresh connection per request (the UNIX socket makes that cheap)."""
 
@@ -260,6 +363,26 @@ class Client:
                 ok: tuple[int, ...] = ()) -> Response:
         """Send one request; an error status raises the matching PalletError kind. `data` may be
         a binary file: http.client then streams it with chunked transfer encoding."""
+        return self.send(method, path, params=params, body=body, data=data, headers=headers,
+                         versioned=versioned).response(ok)
+
+    def send(self, method: str, path: str, *, params: dict[str, Any] | None = None,
+             body: Any = None, data: bytes | BinaryIO | None = None,
+             headers: dict[str, str] | None = None, versioned: bool = True) -> PendingRequest:
+        """Send a request and return before its answer: `docker run` posts its wait before it
+        starts the container and reads the answer after the container's output ends."""
+        conn = self._connection()
+        url, hdrs, data = self._prepare(path, params, body, data, headers, versioned)
+        try:
+            conn.request(method, url, body=data, headers=hdrs)
+        except BaseException as exc:
+            conn.close()
+            raise self._connect_error(exc) from exc
+        return PendingRequest(self, conn)
+
+    def _prepare(self, path: str, params: dict[str, Any] | None, body: Any,
+                 data: bytes | BinaryIO | None, headers: dict[str, str] | None,
+                 versioned: bool) -> tuple[str, dict[str, str], bytes | BinaryIO | None]:
         url = (f"/v{self.api_version}" if versioned else "") + path
         if params:
             query = {k: _query_value(v) for k, v in params.items() if v is not None}
@@ -269,29 +392,70 @@ class Client:
         if body is not None:
             data = json.dumps(body).encode()
             hdrs["Content-Type"] = "application/json"
-        conn = self._connection()
-        try:
-            conn.request(method, url, body=data, headers=hdrs)
-            raw = conn.getresponse()
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            conn.close()
-            raise Unavailable(f"cannot connect to palletd at {self.host}: {exc.strerror or exc}; "
-                              "is palletd running?") from exc
-        except PermissionError as exc:
-            conn.close()
-            raise PermissionDenied(f"permission denied connecting to {self.host}: run as root or join "
-                                   "the group that owns the socket (pallet)") from exc
-        except ssl.SSLError as exc:
-            conn.close()
-            raise Unavailable(f"TLS with {self.host} failed: {exc}") from exc
-        except OSError as exc:
-            conn.close()
-            raise Unavailable(f"cannot talk to palletd at {self.host}: {exc}") from exc
-        resp = Response(raw, conn)
-        if resp.status >= 400 and resp.status not in ok:
-            raise error_for(resp.status, _error_message(resp))
-        return resp
+        return url, hdrs, data
 
+    def _connect_error(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, FileNotFoundError | ConnectionRefusedError):
+            return Unavailable(f"cannot connect to palletd at {self.host}: {exc.strerror or exc}; "
+                               "is palletd running?")
+        if isinstance(exc, PermissionError):
+            return PermissionDenied(f"permission denied connecting to {self.host}: run as root or join "
+                                    "the group that owns the socket (pallet)")
+        if isinstance(exc, ssl.SSLError):
+            return Unavailable(f"TLS with {self.host} failed: {exc}")
+        if isinstance(exc, OSError):
+            return Unavailable(f"cannot talk to palletd at {self.host}: {exc}")
+        return exc
+
+    def hijack(self, method: str, path: str, *, params: dict[str, Any] | None = None,
+               body: Any = None) -> Hijacked:
+        """A request answered with `101 UPGRADED` (attach, exec start): the connection then
+        carries raw bytes both ways (moby client/hijack.go: `Connection: Upgrade`,
+        `Upgrade: tcp`). An error status raises as `request` does; a daemon that answers 200
+        instead of upgrading gives an output-only stream (chunked bodies are decoded)."""
+        url, hdrs, data = self._prepare(path, params, body, None, None, True)
+        hdrs.update({"Connection": "Upgrade", "Upgrade": "tcp", "Host": "localhost"})
+        payload = data if isinstance(data, bytes) else b""
+        hdrs["Content-Length"] = str(len(payload))
+        head = f"{method} {url} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items())
+        conn = self._open()
+        try:
+            conn.connect()
+            sock = conn.sock
+            assert sock is not None
+            sock.settimeout(None)
+            sock.sendall(head.encode("latin-1") + b"\r\n" + payload)
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise APIError("the daemon closed the connection before answering")
+                buf += chunk
+        except BaseException as exc:
+            conn.close()
+            raise self._connect_error(exc) from exc
+        header, _, rest = buf.partition(b"\r\n\r\n")
+        lines = header.decode("latin-1").split("\r\n")
+        try:
+            status = int(lines[0].split()[1])
+        except (IndexError, ValueError):
+            conn.close()
+            raise APIError(f"the daemon answered a bad status line: {lines[0]!r}") from None
+        fields = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+        if status >= 400:
+            raw = rest
+            length = int(fields.get("content-length", "-1"))
+            while length < 0 or len(raw) < length:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                raw += chunk
+            conn.close()
+            if fields.get("transfer-encoding") == "chunked":
+                raw = _dechunk(raw)
+            raise error_for(status, _message_of(raw, status))
+        chunked = status != 101 and fields.get("transfer-encoding") == "chunked"
+        return Hijacked(sock, rest, chunked=chunked, content_type=fields.get("content-type", ""))
     def get_json(self, path: str, **kw: Any) -> Any:
         return self.request("GET", path, **kw).json()
 
@@ -315,6 +479,25 @@ def _query_value(v: Any) -> str:
 
 def _error_message(resp: Response) -> str:
     raw = resp.read()
+    return _message_of(raw, resp.status, resp.raw.reason)
+
+
+def _dechunk(raw: bytes) -> bytes:
+    out = bytearray()
+    while raw:
+        line, _, raw = raw.partition(b"\r\n")
+        try:
+            size = int(line.split(b";")[0], 16)
+        except ValueError:
+            break
+        if size == 0:
+            break
+        out += raw[:size]
+        raw = raw[size + 2:]
+    return bytes(out)
+
+
+def _message_of(raw: bytes, status: int, reason: str = "") -> str:
     try:
         obj = json.loads(raw)
         if isinstance(obj, dict) and "message" in obj:
@@ -322,4 +505,4 @@ def _error_message(resp: Response) -> str:
     except (ValueError, UnicodeDecodeError):
         pass
     text = raw.decode(errors="replace").strip()
-    return text or f"HTTP {resp.status} {resp.raw.reason}"
+    return text or f"HTTP {status} {reason}".rstrip()

@@ -13,44 +13,9 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from pallet.units import human_duration, human_size
+
 NONE = "<none>"
-
-
-def human_size(size: float) -> str:
-    """Docker's size column (go-units HumanSizeWithPrecision(size, 3)): decimal units."""
-    units = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
-    i = 0
-    while size >= 1000 and i < len(units) - 1:
-        size /= 1000
-        i += 1
-    return f"{size:.3g}{units[i]}"
-
-
-def human_duration(seconds: float) -> str:
-    """go-units HumanDuration, which the docker CLI's CREATED columns use (with " ago")."""
-    s = int(seconds)
-    minutes, hours = round(seconds / 60), round(seconds / 3600)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // (24 * 7)} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // (24 * 30)} months"
-    return f"{hours // (24 * 365)} years"
 
 
 def since(unix: int, now: float | None = None) -> str:
@@ -79,9 +44,10 @@ def split_reference(ref: str) -> tuple[str, str]:
     return name, NONE
 
 
-def align(rows: Iterable[Sequence[str]], pad: int = 3) -> str:
+def align(rows: Iterable[Sequence[str]], pad: int = 3, minwidth: int = 0) -> str:
     """Left-aligned columns `pad` spaces apart, the last column unpadded (the docker CLI's
-    tabwriter settings: minwidth 20 is for `docker ps`; images and history use plain padding)."""
+    tabwriter settings: `docker ps` uses minwidth 10 (cells padded to 10 at least); images and
+    history use plain padding)."""
     rows = [list(r) for r in rows]
     if not rows:
         return ""
@@ -89,7 +55,7 @@ def align(rows: Iterable[Sequence[str]], pad: int = 3) -> str:
     widths = [max((len(r[i]) for r in rows if i < len(r)), default=0) for i in range(ncols)]
     out = []
     for r in rows:
-        cells = [c.ljust(widths[i] + pad) if i < len(r) - 1 else c for i, c in enumerate(r)]
+        cells = [c.ljust(max(widths[i] + pad, minwidth)) if i < len(r) - 1 else c for i, c in enumerate(r)]
         out.append("".join(cells).rstrip())
     return "\n".join(out) + "\n"
 
@@ -117,5 +83,267 @@ def render(fmt: str | None, default_fields: Sequence[str], headers: Mapping[str,
     return "".join(render_template(fmt, r) + "\n" for r in rows)
 
 
-__all__ = ["NONE", "align", "created_at", "human_duration", "human_size", "render", "short_id", "since",
-           "split_reference"]
+__all__ = ["NONE", "align", "created_at", "execute_template", "human_duration", "human_size", "render",
+           "short_id", "since", "split_reference"]
+
+
+# -- Go templates --------------------------------------------------------------------------------
+# The subset of Go's text/template the docker CLI's --format users write, over JSON data: text,
+# `{{.A.B}}` paths, variables (`$`, `$v`), pipelines (`.A | json`), `range` (with `$k, $v :=`),
+# `if`/`else`/`with`, and the functions below (docker's cli/templates adds json, join, split,
+# lower, upper, title, truncate, pad, println to Go's builtins index, len, printf, eq, ne, not).
+# `{{-`/`-}}` trim whitespace as in Go.
+
+_TOKEN = re.compile(r"\{\{(-\s)?(.*?)(\s-)?\}\}", re.S)
+_WORD = re.compile(r'"(?:[^"\\]|\\.)*"|`[^`]*`|\(|\)|\||:=|,|[^\s()|,]+')
+
+
+class _Node:
+    def __init__(self, kind: str, arg: str = "", body: list[Any] | None = None) -> None:
+        self.kind, self.arg = kind, arg
+        self.body: list[Any] = body or []
+        self.alt: list[Any] = []
+
+
+def _parse(template: str) -> list[Any]:
+    root: list[Any] = []
+    stack: list[tuple[_Node | None, list[Any]]] = [(None, root)]
+    pos = 0
+    pending_trim = False
+    for m in _TOKEN.finditer(template):
+        text = template[pos:m.start()]
+        if pending_trim:
+            text = text.lstrip()
+        if m.group(1):
+            text = text.rstrip()
+        if text:
+            stack[-1][1].append(text)
+        pos, pending_trim = m.end(), bool(m.group(3))
+        action = m.group(2).strip()
+        if action.startswith("/*"):
+            continue
+        word, _, rest = action.partition(" ")
+        if word in ("range", "if", "with"):
+            node = _Node(word, rest.strip())
+            stack[-1][1].append(node)
+            stack.append((node, node.body))
+        elif word == "else":
+            node_open = stack[-1][0]
+            if node_open is None:
+                raise ValueError("template: unexpected {{else}}")
+            stack[-1] = (node_open, node_open.alt)
+        elif word == "end":
+            if len(stack) == 1:
+                raise ValueError("template: unexpected {{end}}")
+            stack.pop()
+        else:
+            stack[-1][1].append(_Node("expr", action))
+    if len(stack) != 1:
+        raise ValueError("template: unexpected EOF (missing {{end}})")
+    text = template[pos:]
+    if text:
+        root.append(text.lstrip() if pending_trim else text)
+    return root
+
+
+def _field(value: Any, part: str, path: str) -> Any:
+    if isinstance(value, Mapping) and part in value:
+        return value[part]
+    raise ValueError(f"template: can't evaluate field {part} in {path}")
+
+
+def _truthy(value: Any) -> bool:
+    return bool(value) and value != 0
+
+
+def _go_str(value: Any) -> str:
+    if value is None:
+        return "<no value>"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, Mapping):
+        return "map[" + " ".join(f"{k}:{_go_str(value[k])}" for k in sorted(value)) + "]"
+    if isinstance(value, list | tuple):
+        return "[" + " ".join(_go_str(v) for v in value) + "]"
+    return str(value)
+
+
+def _printf(fmt: str, *args: Any) -> str:
+    out, i = [], 0
+    it = iter(args)
+    while i < len(fmt):
+        c = fmt[i]
+        if c == "%" and i + 1 < len(fmt):
+            verb = fmt[i + 1]
+            i += 2
+            if verb == "%":
+                out.append("%")
+            else:
+                v = next(it, None)
+                out.append(repr(v) if verb == "q" and isinstance(v, str) else _go_str(v))
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def _index(item: Any, *keys: Any) -> Any:
+    for k in keys:
+        if isinstance(item, Mapping):
+            item = item.get(k)
+        elif isinstance(item, list | tuple) and isinstance(k, int):
+            if not 0 <= k < len(item):
+                raise ValueError(f"template: error calling index: index out of range: {k}")
+            item = item[k]
+        else:
+            raise ValueError(f"template: error calling index: can't index item of type {type(item).__name__}")
+    return item
+
+
+def _json(v: Any) -> str:
+    return json.dumps(v, separators=(",", ":"))
+
+
+_FUNCS: dict[str, Any] = {
+    "json": _json,
+    "index": _index,
+    "len": lambda v: len(v) if v is not None else 0,
+    "join": lambda v, sep: sep.join(_go_str(x) for x in v or []),
+    "split": lambda s, sep: s.split(sep),
+    "upper": lambda s: _go_str(s).upper(),
+    "lower": lambda s: _go_str(s).lower(),
+    "title": lambda s: _go_str(s).title(),
+    "truncate": lambda s, n: _go_str(s)[:n],
+    "pad": lambda s, left, right: " " * left + _go_str(s) + " " * right,
+    "println": lambda *a: " ".join(_go_str(x) for x in a) + "\n",
+    "print": lambda *a: "".join(_go_str(x) for x in a),
+    "printf": _printf,
+    "eq": lambda a, *b: any(a == x for x in b),
+    "ne": lambda a, b: a != b,
+    "not": lambda a: not _truthy(a),
+    "and": lambda *a: next((x for x in a if not _truthy(x)), a[-1]),
+    "or": lambda *a: next((x for x in a if _truthy(x)), a[-1]),
+}
+
+
+class _Eval:
+    def __init__(self, root: Any) -> None:
+        self.vars: dict[str, Any] = {"$": root}
+
+    def operand(self, word: str, dot: Any) -> Any:
+        if word.startswith('"'):
+            return json.loads(word)
+        if word.startswith("`"):
+            return word[1:-1]
+        if word == ".":
+            return dot
+        if word.startswith("."):
+            value = dot
+            for part in word[1:].split("."):
+                value = _field(value, part, word)
+            return value
+        if word.startswith("$"):
+            name, _, path = word.partition(".")
+            if name not in self.vars:
+                raise ValueError(f"template: undefined variable: {name}")
+            value = self.vars[name]
+            for part in path.split(".") if path else []:
+                value = _field(value, part, word)
+            return value
+        if word in ("true", "false"):
+            return word == "true"
+        if word == "nil":
+            return None
+        try:
+            return int(word)
+        except ValueError:
+            pass
+        try:
+            return float(word)
+        except ValueError:
+            pass
+        raise ValueError(f'template: function "{word}" not defined')
+
+    def command(self, words: list[str], dot: Any, piped: tuple[Any, ...] = ()) -> Any:
+        if not words:
+            raise ValueError("template: empty command")
+        head = words[0]
+        if head in _FUNCS:
+            args = [self.operand(w, dot) for w in words[1:]] + list(piped)
+            try:
+                return _FUNCS[head](*args)
+            except TypeError as exc:
+                raise ValueError(f"template: wrong number of args for {head}: {exc}") from exc
+        if (len(words) > 1 or piped) and head[:1] not in ('"', "`", ".", "$"):
+            raise ValueError(f'template: function "{head}" not defined')
+        if len(words) > 1 or piped:
+            raise ValueError(f"template: can't give argument to non-function {head}")
+        return self.operand(head, dot)
+
+    def pipeline(self, text: str, dot: Any) -> Any:
+        words = _WORD.findall(text)
+        if "(" in words or ")" in words:
+            raise ValueError(f"template: parenthesized pipelines are not supported: {text}")
+        value: tuple[Any, ...] = ()
+        cmd: list[str] = []
+        for w in [*words, "|"]:
+            if w == "|":
+                value = (self.command(cmd, dot, value),)
+                cmd = []
+            else:
+                cmd.append(w)
+        return value[0]
+
+    def run(self, nodes: list[Any], dot: Any, out: list[str]) -> None:
+        for n in nodes:
+            if isinstance(n, str):
+                out.append(n)
+            elif n.kind == "expr":
+                if ":=" in n.arg:
+                    name, _, expr = n.arg.partition(":=")
+                    self.vars[name.strip()] = self.pipeline(expr, dot)
+                else:
+                    out.append(_go_str(self.pipeline(n.arg, dot)))
+            elif n.kind in ("if", "with"):
+                value = self.pipeline(n.arg, dot)
+                if _truthy(value):
+                    self.run(n.body, value if n.kind == "with" else dot, out)
+                else:
+                    self.run(n.alt, dot, out)
+            elif n.kind == "range":
+                self._range(n, dot, out)
+
+    def _range(self, n: _Node, dot: Any, out: list[str]) -> None:
+        names: list[str] = []
+        expr = n.arg
+        if ":=" in expr:
+            decl, _, expr = expr.partition(":=")
+            names = [v.strip() for v in decl.split(",")]
+        value = self.pipeline(expr, dot)
+        if isinstance(value, Mapping):
+            items = [(k, value[k]) for k in sorted(value)]
+        elif isinstance(value, list | tuple):
+            items = list(enumerate(value))
+        elif value is None:
+            items = []
+        else:
+            raise ValueError(f"template: range can't iterate over {_go_str(value)}")
+        if not items:
+            self.run(n.alt, dot, out)
+        for k, v in items:
+            if len(names) == 1:
+                self.vars[names[0]] = v
+            elif len(names) == 2:
+                self.vars[names[0]], self.vars[names[1]] = k, v
+            self.run(n.body, v, out)
+
+
+def execute_template(template: str, data: Any) -> str:
+    """Render a Go-template subset over JSON `data`; ValueError with Go's wording otherwise.
+    As the docker CLI does, `\\n` and `\\t` typed in the format become newline and tab."""
+    text = template.replace("\\n", "\n").replace("\\t", "\t")
+    out: list[str] = []
+    _Eval(data).run(_parse(text), data, out)
+    return "".join(out)

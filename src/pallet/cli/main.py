@@ -18,16 +18,38 @@ if TYPE_CHECKING:
 # Verbs and their one-line summaries, for `pallet --help` without importing any verb module.
 # A module under pallet/cli/commands/ runs as a verb even before it is listed here.
 VERBS: dict[str, str] = {
+    "attach": "Attach local standard input, output, and error streams to a running container",
+    "commit": "Create a new image from a container's changes",
+    "container": "Manage containers (ls, create, start, stop, rm, inspect, logs, exec, prune, ...)",
+    "create": "Create a new container",
+    "exec": "Execute a command in a running container",
+    "export": "Export a container's filesystem as a tar archive",
     "history": "Show the history of an image",
     "image": "Manage images (ls, inspect, rm, tag, save, load, import, history, prune, bootstrap)",
     "images": "List images",
     "import": "Import the contents from a tarball to create a filesystem image",
     "info": "Display system-wide information",
+    "inspect": "Return low-level information on containers or images",
+    "kill": "Kill one or more running containers",
     "load": "Load an image from a tar archive or STDIN",
+    "logs": "Fetch the logs of a container",
+    "pause": "Pause all processes within one or more containers",
+    "port": "List port mappings or a specific mapping for the container",
+    "ps": "List containers",
+    "rename": "Rename a container",
+    "restart": "Restart one or more containers",
+    "rm": "Remove one or more containers",
     "rmi": "Remove one or more images",
+    "run": "Create and run a new container from an image",
     "save": "Save one or more images to a tar archive (streamed to STDOUT by default)",
+    "start": "Start one or more stopped containers",
+    "stop": "Stop one or more running containers",
     "tag": "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE",
+    "top": "Display the running processes of a container",
+    "unpause": "Unpause all processes within one or more containers",
+    "update": "Update configuration of one or more containers",
     "version": "Show the Pallet version information",
+    "wait": "Block until one or more containers stop, then print their exit codes",
 }
 
 USAGE = """Usage:  pallet [OPTIONS] COMMAND
@@ -174,59 +196,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # -- `--format` templates ------------------------------------------------------------------------
-# A small subset of Go's text/template as the docker CLI applies it to JSON data: literal text,
-# `{{.A.B}}` field paths, `{{json .}}` / `{{json .A}}`, `{{upper .A}}` / `{{lower .A}}`, and
-# `\n` / `\t` escapes. Verbs that need `range`/`index` will grow this.
-
-_ACTION = re.compile(r"\{\{-?\s*(.*?)\s*-?\}\}")
-
-
-def _lookup(data: Any, path: str) -> Any:
-    if path == ".":
-        return data
-    value = data
-    for part in path.lstrip(".").split("."):
-        if isinstance(value, dict) and part in value:
-            value = value[part]
-        else:
-            raise ValueError(f"template: can't evaluate field {part} in {path}")
-    return value
-
-
-def _render_value(value: Any) -> str:
-    if value is None:
-        return "<no value>"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "map[" + " ".join(f"{k}:{_render_value(v)}" for k, v in value.items()) + "]"
-    if isinstance(value, list):
-        return "[" + " ".join(_render_value(v) for v in value) + "]"
-    return str(value)
+# The Go-template subset lives in cli/format.py (fields, variables, pipelines, range/if/with,
+# json/index/join/...); imported only by verbs that take --format.
 
 
 def render_template(template: str, data: Any) -> str:
     """Render `template` over `data`; ValueError with Go's wording for what it cannot do."""
+    from pallet.cli.format import execute_template
 
-    def action(m: re.Match[str]) -> str:
-        words = m.group(1).split()
-        if len(words) == 1 and words[0].startswith("."):
-            return _render_value(_lookup(data, words[0]))
-        if len(words) == 2 and words[1].startswith("."):
-            fn, arg = words
-            value = _lookup(data, arg)
-            if fn == "json":
-                import json
-
-                return json.dumps(value, separators=(",", ":"))
-            if fn in ("upper", "lower"):
-                text = _render_value(value)
-                return text.upper() if fn == "upper" else text.lower()
-            raise ValueError(f'template: function "{fn}" not defined')
-        raise ValueError(f"template: unsupported action {{{{{m.group(1)}}}}}")
-
-    text = template.replace("\\n", "\n").replace("\\t", "\t")
-    return _ACTION.sub(action, text)
+    return execute_template(template, data)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ File format (JSON object, keys as in dockerd's daemon.json where one exists):
      "insecure-tcp-loopback": false, "data-root": "/var/lib/pallet", "exec-root": "/run/pallet",
      "pidfile": "/run/pallet/palletd.pid", "group": "pallet", "log-level": "info", "debug": false,
      "default-runtime": "pallet-runtime", "runtimes": {"name": {"path": "/usr/bin/x", "runtimeArgs": []}},
-     "labels": ["k=v"], "live-restore": false}
+     "labels": ["k=v"], "live-restore": false, "cgroup-parent": "/pallet"}
 
 Merging follows dockerd (daemon/config.MergeDaemonConfigurations): a setting given both as a
 flag and in the file is an error naming every such key, and unknown keys are errors, so a typo
@@ -48,6 +48,7 @@ class DaemonConfig:
     runtimes: dict[str, dict[str, Any]] = field(default_factory=dict)
     labels: tuple[str, ...] = ()
     live_restore: bool = False
+    cgroup_parent: str = "/pallet"
 
     @property
     def socket_default(self) -> str:
@@ -67,7 +68,7 @@ _TYPES: dict[str, type] = {
     "hosts": list, "tlsverify": bool, "tlscacert": str, "tlscert": str, "tlskey": str,
     "insecure-tcp-loopback": bool, "data-root": str, "exec-root": str, "pidfile": str, "group": str,
     "log-level": str, "debug": bool, "default-runtime": str, "runtimes": dict, "labels": list,
-    "live-restore": bool,
+    "live-restore": bool, "cgroup-parent": str,
 }
 assert {k.replace("-", "_") for k in _TYPES} == {f.name for f in fields(DaemonConfig)}
 

@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="OCI runtime for containers (default pallet-runtime)")
     p.add_argument("--label", dest="labels", action="append", metavar="KEY=VALUE", help="daemon label")
     p.add_argument("--live-restore", action="store_true", help="keep containers running without the daemon")
+    p.add_argument("--cgroup-parent", metavar="PATH",
+                   help="parent cgroup of every container (default /pallet)")
     return p
 
 
@@ -116,6 +118,8 @@ async def serve(config: DaemonConfig) -> None:
     from aiohttp import web
 
     from pallet.api.server import create_app
+    from pallet.api.server.app import default_engine_factory
+    from pallet.api.server.backend import EngineBackend
     from pallet.daemon import hostinfo, listeners
 
     addrs = [listeners.parse_address(h, config.socket_default) for h in config.effective_hosts]
@@ -135,7 +139,11 @@ async def serve(config: DaemonConfig) -> None:
     sockets: list[str] = []
     try:
         host = hostinfo.gather(config, engine=hostinfo.engine_id(config.data_root), warnings=tuple(warnings))
-        app = create_app(host)
+        runtimes = {name: [spec["path"], *spec.get("runtimeArgs", [])]
+                    for name, spec in config.runtimes.items()}
+        engine = EngineBackend(default_engine_factory(host, cgroup_parent=config.cgroup_parent,
+                                                      runtimes=runtimes))
+        app = create_app(host, engine=engine)
         runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT,
                                access_log=logging.getLogger("aiohttp.access"))
         await runner.setup()

@@ -84,6 +84,8 @@ def test_client_older_version_and_errors(daemon):
     with pytest.raises(InvalidArgument, match="too new"):
         Client(daemon.host, version="1.99").version()
     with pytest.raises(NotFound, match="page not found"):
+        Client(daemon.host).get_json("/nope/json")
+    with pytest.raises(NotFound, match="No such container: nope"):
         Client(daemon.host).get_json("/containers/nope/json")
 
 

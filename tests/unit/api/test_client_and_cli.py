@@ -79,8 +79,8 @@ def test_templates(template, out):
 def test_template_errors():
     with pytest.raises(ValueError, match="can't evaluate field Nope"):
         render_template("{{.Nope}}", {})
-    with pytest.raises(ValueError, match='"index" not defined'):
-        render_template("{{index .A}}", {"A": 1})
+    with pytest.raises(ValueError, match='"nosuchfunc" not defined'):
+        render_template("{{nosuchfunc .A}}", {"A": 1})
 
 
 def _run(args: list[str]) -> subprocess.CompletedProcess[str]:

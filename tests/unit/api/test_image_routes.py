@@ -417,7 +417,7 @@ def test_cli_format_helpers():
     assert [human_size(n) for n in (0, 999, 1000, 2_130_000, 10_200)] == ["0B", "999B", "1kB", "2.13MB",
                                                                        "10.2kB"]
     assert [human_duration(s) for s in (0.5, 90, 7200, 86400 * 200)] == [
-        "Less than a second", "2 minutes", "2 hours", "6 months"]
+        "Less than a second", "About a minute", "2 hours", "6 months"]  # go-units truncates minutes
     assert split_reference("localhost:5000/a/b:t") == ("localhost:5000/a/b", "t")
     assert split_reference("a@sha256:abc") == ("a", "<none>")
     assert split_target("localhost:5000/x") == ("localhost:5000/x", "")

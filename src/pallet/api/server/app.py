@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from pallet.api import API_VERSION
-from pallet.api.server.backend import HostInfo, ImageBackend, SystemCounts, ZeroCounts
+from pallet.api.server.backend import (
+    EngineBackend,
+    EngineCounts,
+    HostInfo,
+    ImageBackend,
+    SystemCounts,
+    ZeroCounts,
+)
 from pallet.api.server.middleware import error_middleware, version_middleware
 from pallet.api.server.versions import VERSION_PREFIX
 
@@ -16,6 +24,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HOST_KEY: web.AppKey[HostInfo] = web.AppKey("host", HostInfo)
 COUNTS_KEY: web.AppKey[SystemCounts] = web.AppKey("counts", SystemCounts)
 IMAGES_KEY: web.AppKey[ImageBackend] = web.AppKey("images", ImageBackend)
+ENGINE_KEY: web.AppKey[EngineBackend] = web.AppKey("engine", EngineBackend)
 
 
 class Router:
@@ -30,23 +39,38 @@ class Router:
 
 
 def create_app(host: HostInfo, counts: SystemCounts | None = None, *,
-               images: ImageBackend | None = None,
+               images: ImageBackend | None = None, engine: EngineBackend | None = None,
                client_max_size: int = 1024 ** 2) -> web.Application:
     """The palletd application. Resource route modules each expose `register(router, app)`.
-    `images` defaults to an image service on `host.data_root`, opened on first use."""
+    `images` defaults to an image service on `host.data_root`, opened on first use. `engine` is
+    built at start-up (sharing that image service) and closed at cleanup; palletd passes
+    `EngineBackend(default_engine_factory(host, ...))`; without one the container routes answer
+    503 (an app for other routes' tests touches no container state). `counts` defaults to
+    counts from both when an engine is given (else zeros)."""
+    from pallet.api.server.routes import containers as container_routes
+    from pallet.api.server.routes import exec as exec_routes
     from pallet.api.server.routes import images as image_routes
     from pallet.api.server.routes import system
 
     app = web.Application(middlewares=[error_middleware, version_middleware],
                           client_max_size=client_max_size)
     app[HOST_KEY] = host
-    app[COUNTS_KEY] = counts if counts is not None else ZeroCounts()
     app[IMAGES_KEY] = images if images is not None else ImageBackend(host.data_root)
+    app[ENGINE_KEY] = engine if engine is not None else EngineBackend()
+    if counts is None:
+        counts = EngineCounts(app[ENGINE_KEY], app[IMAGES_KEY]) if engine is not None else ZeroCounts()
+    app[COUNTS_KEY] = counts
 
-    async def close_images(app: web.Application) -> None:
+    async def start_engine(app: web.Application) -> None:
+        await asyncio.to_thread(app[ENGINE_KEY].start, app[IMAGES_KEY])
+
+    async def close_backends(app: web.Application) -> None:
+        # The engine first: it uses the image service.
+        await asyncio.to_thread(app[ENGINE_KEY].close)
         app[IMAGES_KEY].close()
 
-    app.on_cleanup.append(close_images)
+    app.on_startup.append(start_engine)
+    app.on_cleanup.append(close_backends)
     server_header = f"Pallet/{host.version} ({host.os_type})"
 
     async def docker_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -59,4 +83,20 @@ def create_app(host: HostInfo, counts: SystemCounts | None = None, *,
     router = Router(app)
     system.register(router)
     image_routes.register(router)
+    container_routes.register(router)
+    exec_routes.register(router)
     return app
+
+
+def default_engine_factory(host: HostInfo, *, cgroup_parent: str = "/pallet",
+                           runtimes: dict[str, list[str]] | None = None) -> Callable[..., object]:
+    """Builds the daemon's Engine on `host`'s roots with its default runtime; palletd passes
+    its --cgroup-parent and configured runtimes."""
+
+    def build(image_service: object) -> object:
+        from pallet.engine.containers import Engine
+
+        return Engine(host.data_root, host.exec_root, runtime=host.default_runtime, runtimes=runtimes,
+                      cgroup_parent=cgroup_parent, images=image_service)
+
+    return build

@@ -2,16 +2,19 @@
 
 `HostInfo` is plain data (STYLE.md §6), filled by `pallet.daemon.hostinfo` at start-up and by
 tests directly. `SystemCounts` is the seam the engine and the image store implement later;
-`ZeroCounts` stands in until they exist. `ImageBackend` holds the daemon's image service.
+`ZeroCounts` stands in until they exist. `ImageBackend` holds the daemon's image service,
+`EngineBackend` its container engine, and `EngineCounts` counts from both.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 if TYPE_CHECKING:
+    from pallet.engine.containers import Engine
     from pallet.image.service import ImageService
 
 
@@ -114,3 +117,60 @@ class ImageBackend:
             if self._service is not None:
                 self._service.close()
                 self._service = None
+
+
+class EngineBackend:
+    """palletd's one container `Engine` (pallet.engine.containers), built at start-up and closed
+    at shutdown (its monitor-exit watcher thread starts with it; containers keep running).
+
+    `factory(image_service)` builds it, so that the engine shares the daemon's ImageService;
+    unit tests pass a ready `engine` (a fake recording calls) instead.
+    """
+
+    def __init__(self, factory: Callable[[ImageService], Any] | None = None, *, engine: Any = None) -> None:
+        self._factory = factory
+        self._engine: Any = engine
+        self._lock = threading.Lock()
+
+    def start(self, images: ImageBackend) -> None:
+        """Build the engine (blocking: it reads every container record and reconciles running
+        ones with their monitors); a no-op when it exists already."""
+        with self._lock:
+            if self._engine is None and self._factory is not None:
+                self._engine = self._factory(images.get())
+
+    def get(self) -> Engine:
+        if self._engine is None:
+            from pallet.errors import Unavailable
+
+            raise Unavailable("the container engine is not running")
+        return cast("Engine", self._engine)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._engine is not None and self._factory is not None:
+                self._engine.close()
+                self._engine = None
+
+
+class EngineCounts:
+    """GET /info counts from the engine's in-memory records and the image store."""
+
+    def __init__(self, engine: EngineBackend, images: ImageBackend) -> None:
+        self._engine, self._images = engine, images
+
+    def containers(self) -> ContainerCounts:
+        try:
+            states = [c["State"] for c in self._engine.get().list(all=True)]
+        except Exception:  # engine not up (yet): nothing to count; /info must still answer
+            return ContainerCounts()
+        running = states.count("running")
+        paused = states.count("paused")
+        return ContainerCounts(total=len(states), running=running, paused=paused,
+                               stopped=len(states) - running - paused)
+
+    def images(self) -> int:
+        try:
+            return len(self._images.get().images())
+        except Exception:
+            return 0

@@ -1,0 +1,810 @@
+"""Container routes: the Docker Engine API's `/containers/*` and `POST /commit` (v1.50.yaml, tag
+"Container").
+
+Each handler parses the request, calls the daemon's one `Engine` (pallet.engine.containers) in a
+worker thread (its methods block), and renders Docker's shapes; the engine owns the state machine
+and Docker's wording ("No such container: x", the name conflict, "is not running"). Calls that block
+for as long as a container runs (wait, logs with follow) get a thread of their own (`_blocking`)
+rather than one of the default executor's few workers.
+
+Streams: logs are Docker's multiplexed frames for a non-Tty container and raw bytes for a Tty one
+(content types as dockerd: `application/vnd.docker.multiplexed-stream` / `...raw-stream`); attach
+hijacks the connection (streams.hijack: `101 UPGRADED` when asked).
+
+Attach before start (what `docker run` does: attach, wait, then start): the engine's attach
+connects to the container's monitor, which exists only while the container runs, and a short-lived
+container (`echo hi`) may be gone before a client could connect. So an attach to a container that
+is not running follows the container's json-file log instead (`_LogFollower`): the file is
+created empty if needed and opened *before* the start (the monitor appends to it), so every byte
+of output reaches the client even when AutoRemove deletes the file right after the exit; stdin,
+when asked, goes through the monitor's attach socket once the container runs. This belongs in the
+engine (an attach that survives the start), reported in docs/design/engine.md "Left to do".
+
+Waiting: `POST /containers/{id}/wait` sends its 200 and headers at once and the body when the
+condition holds, as dockerd does (API >= 1.30): the docker CLI waits for those headers before it
+starts the container, and the wait is armed in the engine before they are sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from pallet.api.server.app import ENGINE_KEY, Router
+from pallet.api.server.requests import bool_value, int_value, json_body
+from pallet.api.server.streams import (
+    HEADER_SIZE,
+    MULTIPLEXED_STREAM,
+    RAW_STREAM,
+    STDERR,
+    STDOUT,
+    Hijacked,
+    StreamWriter,
+    hijack,
+)
+from pallet.errors import InvalidArgument, NotFound, NotSupported, PalletError
+
+log = logging.getLogger("pallet.api.containers")
+
+T = TypeVar("T")
+
+STREAM_IDS = {"stdout": STDOUT, "stderr": STDERR}
+# How often an attach that follows the log looks for new output and at the container's state.
+FOLLOW_POLL = 0.05
+STATS_INTERVAL = 1.0
+
+
+def register(router: Router) -> None:
+    router.add("POST", "/containers/create", create)
+    router.add("GET", "/containers/json", list_containers)
+    router.add("POST", "/containers/prune", prune)
+    router.add("POST", "/commit", commit)
+    router.add("GET", "/containers/{id}/json", inspect)
+    router.add("POST", "/containers/{id}/start", start)
+    router.add("POST", "/containers/{id}/stop", stop)
+    router.add("POST", "/containers/{id}/restart", restart)
+    router.add("POST", "/containers/{id}/kill", kill)
+    router.add("POST", "/containers/{id}/pause", pause)
+    router.add("POST", "/containers/{id}/unpause", unpause)
+    router.add("POST", "/containers/{id}/wait", wait)
+    router.add("POST", "/containers/{id}/rename", rename)
+    router.add("POST", "/containers/{id}/update", update)
+    router.add("POST", "/containers/{id}/resize", resize)
+    router.add("POST", "/containers/{id}/attach", attach)
+    router.add("GET", "/containers/{id}/logs", logs)
+    router.add("GET", "/containers/{id}/top", top)
+    router.add("GET", "/containers/{id}/stats", stats)
+    router.add("GET", "/containers/{id}/export", export)
+    router.add("DELETE", "/containers/{id}", remove)
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+def engine_of(request: web.Request) -> Any:
+    return request.app[ENGINE_KEY].get()
+
+
+async def _call(request: web.Request, method: str, *args: Any, **kwargs: Any) -> Any:
+    """`engine.<method>(*args, **kwargs)` in a worker thread."""
+    fn = getattr(engine_of(request), method)
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+def resolve(fut: asyncio.Future[Any], value: Any = None) -> None:
+    """Set a future's result unless it is done (a callback that may fire more than once)."""
+    if not fut.done():
+        fut.set_result(value)
+
+
+def reject(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
+async def _blocking(fn: Callable[[], T], started: Callable[[], None] | None = None) -> T:
+    """`fn()` in a thread of its own (it may block for as long as a container runs); `started`
+    is called in that thread just before `fn`."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[T] = loop.create_future()
+
+    def run() -> None:
+        if started is not None:
+            started()
+        try:
+            result = fn()
+        except BaseException as exc:  # handed to the awaiting coroutine
+            loop.call_soon_threadsafe(reject, fut, exc)
+        else:
+            loop.call_soon_threadsafe(resolve, fut, result)
+
+    threading.Thread(target=run, daemon=True, name="pallet-api-blocking").start()
+    return await fut
+
+
+def parse_filters(raw: str) -> dict[str, list[str]]:
+    """Docker's `filters` query value: `{"key": ["v", ...]}` or the old `{"key": {"v": true}}`."""
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid filter: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidArgument("invalid filter: want a JSON object")
+    out: dict[str, list[str]] = {}
+    for k, v in data.items():
+        if isinstance(v, dict):
+            out[k] = [str(x) for x, on in v.items() if on]
+        elif isinstance(v, list):
+            out[k] = [str(x) for x in v]
+        else:
+            raise InvalidArgument(f"invalid filter value for {k!r}: want a list")
+    return out
+
+
+def parse_timestamp(raw: str, name: str) -> float | None:
+    """since/until as the docker CLI sends them: seconds since the epoch ("1700000000.123456789"),
+    or RFC 3339; "" or "0" is unset."""
+    raw = raw.strip()
+    if raw in ("", "0"):
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    from pallet.engine.logs import parse_time
+
+    try:
+        return parse_time(raw) / 1e9
+    except (ValueError, IndexError) as exc:
+        raise InvalidArgument(f"invalid value for {name}: {raw!r}") from exc
+
+
+def parse_tail(raw: str) -> int | None:
+    raw = raw.strip()
+    if raw in ("", "all"):
+        return None
+    try:
+        n = int(raw)
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid value for tail: {raw!r}") from exc
+    return None if n < 0 else n
+
+
+def _no_content() -> web.Response:
+    return web.Response(status=204)
+
+
+# --- create, inspect, list ------------------------------------------------------------------------
+
+async def create(request: web.Request) -> web.Response:
+    body = await json_body(request, default=None)
+    if not isinstance(body, dict):
+        raise InvalidArgument("config cannot be empty in order to create a container")
+    platform = request.query.get("platform", "")
+    if platform and not platform.startswith("linux"):
+        raise InvalidArgument(f"platform {platform!r} is not supported: this daemon runs linux containers")
+    name = request.query.get("name") or None
+    cid = await _call(request, "create", body, name)
+    return web.json_response({"Id": cid, "Warnings": []}, status=201)
+
+
+async def inspect(request: web.Request) -> web.Response:
+    return web.json_response(await _call(request, "inspect", request.match_info["id"]))
+
+
+async def list_containers(request: web.Request) -> web.Response:
+    filters = parse_filters(request.query.get("filters", ""))
+    limit = int_value(request, "limit", -1)
+    items = await _call(request, "list", bool_value(request, "all"), filters, limit)
+    return web.json_response(items)
+
+
+# --- lifecycle ------------------------------------------------------------------------------------
+
+async def start(request: web.Request) -> web.Response:
+    started = await _call(request, "start", request.match_info["id"])
+    return _no_content() if started else web.Response(status=304)
+
+
+def _timeout(request: web.Request) -> int | None:
+    return int_value(request, "t") if request.query.get("t", "") != "" else None
+
+
+async def stop(request: web.Request) -> web.Response:
+    if request.query.get("signal"):
+        # The engine stops with the container's StopSignal; a per-request signal needs
+        # Engine.stop(signal=...).
+        raise NotSupported("stop with a signal is not supported yet: use kill, then stop")
+    stopped = await _call(request, "stop", request.match_info["id"], _timeout(request))
+    return _no_content() if stopped else web.Response(status=304)
+
+
+async def restart(request: web.Request) -> web.Response:
+    if request.query.get("signal"):
+        raise NotSupported("restart with a signal is not supported yet")
+    await _call(request, "restart", request.match_info["id"], _timeout(request))
+    return _no_content()
+
+
+async def kill(request: web.Request) -> web.Response:
+    await _call(request, "kill", request.match_info["id"], request.query.get("signal") or "SIGKILL")
+    return _no_content()
+
+
+async def pause(request: web.Request) -> web.Response:
+    await _call(request, "pause", request.match_info["id"])
+    return _no_content()
+
+
+async def unpause(request: web.Request) -> web.Response:
+    await _call(request, "unpause", request.match_info["id"])
+    return _no_content()
+
+
+async def rename(request: web.Request) -> web.Response:
+    await _call(request, "rename", request.match_info["id"], request.query.get("name", ""))
+    return _no_content()
+
+
+async def update(request: web.Request) -> web.Response:
+    body = await json_body(request, default={})
+    if not isinstance(body, dict):
+        raise InvalidArgument("update: the body must be a JSON object")
+    policy = body.get("RestartPolicy")
+    if policy is not None and not (policy.get("Name") if isinstance(policy, dict) else policy):
+        del body["RestartPolicy"]  # the docker CLI sends an empty one with every update
+    warnings = await _call(request, "update", request.match_info["id"], body)
+    return web.json_response({"Warnings": list(warnings or [])})
+
+
+async def resize(request: web.Request) -> web.Response:
+    """Accepted and checked, not applied: the engine has no channel to the monitor's pty yet."""
+    int_value(request, "h")
+    int_value(request, "w")
+    await _call(request, "get", request.match_info["id"])  # 404 for an unknown container
+    return web.Response(status=200)
+
+
+async def remove(request: web.Request) -> web.Response:
+    if bool_value(request, "link"):
+        raise NotSupported("links are not supported")
+    await _call(request, "remove", request.match_info["id"], bool_value(request, "force"),
+                bool_value(request, "v"))
+    return _no_content()
+
+
+async def prune(request: web.Request) -> web.Response:
+    filters = parse_filters(request.query.get("filters", ""))
+    for k in filters:
+        if k not in ("until", "label", "label!"):
+            raise InvalidArgument(f"invalid filter '{k}'")
+    until = None
+    if filters.get("until"):
+        until = _until(filters["until"][0])
+    labels = filters.get("label") or []
+    not_labels = filters.get("label!") or []
+    engine = engine_of(request)
+
+    def work() -> dict[str, Any]:
+        # Every container that is not running (Docker's prune: created, exited, dead).
+        stopped = engine.list(all=True, filters={"status": ["created", "exited", "dead"],
+                                                 **({"label": labels} if labels else {})})
+        deleted = []
+        for c in stopped:
+            if until is not None and c["Created"] >= until:
+                continue
+            if any(_label_has(c.get("Labels") or {}, spec) for spec in not_labels):
+                continue
+            try:
+                engine.remove(c["Id"])
+            except PalletError as exc:  # started or removed meanwhile: not ours to prune
+                log.debug("prune: skipping %s: %s", c["Id"][:12], exc)
+                continue
+            deleted.append(c["Id"])
+        return {"ContainersDeleted": deleted or None, "SpaceReclaimed": 0}
+
+    return web.json_response(await asyncio.to_thread(work))
+
+
+def _until(raw: str) -> float:
+    """Prune's `until`: a timestamp, or a Go duration before now ("10m", "24h")."""
+    import re
+
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ns|us|ms|s|m|h)", raw.strip())
+    if m:
+        scale = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+        return time.time() - float(m.group(1)) * scale
+    ts = parse_timestamp(raw, "until")
+    if ts is None:
+        raise InvalidArgument(f"invalid value for until: {raw!r}")
+    return ts
+
+
+def _label_has(labels: dict[str, str], spec: str) -> bool:
+    k, sep, v = spec.partition("=")
+    return k in labels and (not sep or labels[k] == v)
+
+
+# --- wait -----------------------------------------------------------------------------------------
+
+async def wait(request: web.Request) -> web.StreamResponse:
+    condition = request.query.get("condition") or "not-running"
+    if condition not in ("not-running", "next-exit", "removed"):
+        raise InvalidArgument(f"invalid condition: {condition!r}")
+    engine = engine_of(request)
+    cid = request.match_info["id"]
+    c = await asyncio.to_thread(engine.get, cid)  # 404 before the headers
+    loop = asyncio.get_running_loop()
+    armed = loop.create_future()
+
+    def arm() -> None:
+        loop.call_soon_threadsafe(resolve, armed)
+
+    task = asyncio.ensure_future(_blocking(lambda: engine.wait(c.id, condition), started=arm))
+    await asyncio.wait([armed, task], return_when=asyncio.FIRST_COMPLETED)
+    if task.done() and task.exception() is not None:
+        raise task.exception()  # type: ignore[misc]
+    response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    try:
+        code = await task
+        body: dict[str, Any] = {"StatusCode": code}
+    except PalletError as exc:
+        body = {"StatusCode": -1, "Error": {"Message": str(exc)}}
+    await response.write((json.dumps(body) + "\n").encode())
+    await response.write_eof()
+    return response
+
+
+# --- logs -----------------------------------------------------------------------------------------
+
+def _is_tty(info: dict[str, Any]) -> bool:
+    return bool((info.get("Config") or {}).get("Tty"))
+
+
+async def logs(request: web.Request) -> web.StreamResponse:
+    cid = request.match_info["id"]
+    stdout, stderr = bool_value(request, "stdout"), bool_value(request, "stderr")
+    if not (stdout or stderr):
+        raise InvalidArgument("Bad parameters: you must choose at least one stream")
+    engine = engine_of(request)
+    info = await asyncio.to_thread(engine.inspect, cid)
+    follow = bool_value(request, "follow")
+    records = await asyncio.to_thread(
+        engine.logs, cid, follow=follow, since=parse_timestamp(request.query.get("since", ""), "since"),
+        until=parse_timestamp(request.query.get("until", ""), "until"),
+        timestamps=bool_value(request, "timestamps"), tail=parse_tail(request.query.get("tail", "")),
+        stdout=stdout, stderr=stderr)
+    tty = _is_tty(info)
+    response = web.StreamResponse(status=200, headers={
+        "Content-Type": RAW_STREAM if tty else MULTIPLEXED_STREAM})
+    await response.prepare(request)
+    writer = StreamWriter(response, multiplexed=not tty)
+    async for stream, data in _iterate(records):
+        await writer.write(STREAM_IDS.get(stream, STDOUT), data)
+    await response.write_eof()
+    return response
+
+
+async def _iterate(records: Iterator[tuple[str, bytes]]) -> AsyncIterator[tuple[str, bytes]]:
+    """A blocking iterator read in a thread of its own, one record at a time handed to the loop
+    (so a slow client holds the reader back instead of filling memory)."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str, bytes] | BaseException | None] = asyncio.Queue(maxsize=64)
+    stop = threading.Event()
+
+    def put(item: tuple[str, bytes] | BaseException | None) -> None:
+        fut = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                fut.result(timeout=1)
+                return
+        fut.cancel()
+
+    def run() -> None:
+        try:
+            for rec in records:
+                if stop.is_set():
+                    return
+                put(rec)
+            put(None)
+        except BaseException as exc:
+            put(exc)
+        finally:
+            close = getattr(records, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    close()
+
+    threading.Thread(target=run, daemon=True, name="pallet-api-logs").start()
+    try:
+        while True:
+            item = await queue.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+# --- attach ---------------------------------------------------------------------------------------
+
+class _FrameFilter:
+    """Re-frames a multiplexed byte stream, keeping only the wanted stream ids."""
+
+    def __init__(self, wanted: set[int]) -> None:
+        self.wanted = wanted
+        self.buf = b""
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        self.buf += data
+        out = []
+        while len(self.buf) >= HEADER_SIZE:
+            size = int.from_bytes(self.buf[4:8], "big")
+            if len(self.buf) < HEADER_SIZE + size:
+                break
+            stream, payload = self.buf[0], self.buf[HEADER_SIZE:HEADER_SIZE + size]
+            self.buf = self.buf[HEADER_SIZE + size:]
+            if stream in self.wanted:
+                out.append((stream, payload))
+        return out
+
+
+class _LogFollower:
+    """Reads a container's json-file log from an open file: new records as they are written,
+    through a rotation (the path's inode changes), and after the file is unlinked (AutoRemove)."""
+
+    def __init__(self, path: str, *, from_start: bool) -> None:
+        self.path = path
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self.file = os.fdopen(fd, "rb")
+        if not from_start:
+            self.file.seek(0, os.SEEK_END)
+        self.partial = b""
+
+    def read(self) -> list[tuple[str, bytes]]:
+        out = []
+        while True:
+            data = self.partial + self.file.read()
+            lines = data.split(b"\n")
+            self.partial = lines.pop()
+            for line in lines:
+                try:
+                    rec = json.loads(line)
+                    out.append((rec["stream"], rec["log"].encode()))
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    continue
+            try:
+                rotated = os.stat(self.path).st_ino != os.fstat(self.file.fileno()).st_ino
+            except FileNotFoundError:
+                rotated = False  # removed: what we hold is all there is
+            if not rotated:
+                return out
+            self.file.close()
+            self.file = open(self.path, "rb")  # noqa: SIM115 - closed in close()
+            self.partial = b""
+
+    def close(self) -> None:
+        self.file.close()
+
+
+async def attach(request: web.Request) -> web.StreamResponse:
+    cid = request.match_info["id"]
+    if request.query.get("detachKeys"):
+        raise NotSupported("detach keys are not supported yet")
+    want_stdin = bool_value(request, "stdin")
+    wanted = {sid for name, sid in STREAM_IDS.items() if bool_value(request, name)}
+    replay = bool_value(request, "logs")
+    stream = bool_value(request, "stream")
+    engine = engine_of(request)
+    info = await asyncio.to_thread(engine.inspect, cid)
+    tty = _is_tty(info)
+    state = info["State"]
+    active = state.get("Running") or state.get("Paused") or state.get("Restarting")
+    conn: socket.socket | None = None
+    follower: _LogFollower | None = None
+    if stream and active:
+        conn = await asyncio.to_thread(engine.attach, info["Id"])
+    elif stream:
+        if (info.get("HostConfig") or {}).get("LogConfig", {}).get("Type", "json-file") == "none":
+            raise NotSupported("attach to a container that is not running needs its json-file log "
+                               '(this one has LogConfig "none"): start it first')
+        follower = await asyncio.to_thread(_LogFollower, engine.log_path(info["Id"]), from_start=replay)
+    hj = await hijack(request, RAW_STREAM if tty else MULTIPLEXED_STREAM)
+    writer = StreamWriter(hj, multiplexed=not tty)
+    try:
+        if replay and follower is None:
+            records = await asyncio.to_thread(engine.logs, info["Id"], stdout=STDOUT in wanted,
+                                              stderr=STDERR in wanted)
+            async for name, data in _iterate(records):
+                await writer.write(STREAM_IDS.get(name, STDOUT), data)
+        if conn is not None:
+            await _attach_running(hj, writer, conn, wanted, tty=tty, stdin=want_stdin)
+        elif follower is not None:
+            await _attach_from_log(engine, info, hj, writer, follower, wanted, stdin=want_stdin)
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    finally:
+        if conn is not None:
+            conn.close()
+        if follower is not None:
+            follower.close()
+        await hj.close()
+    return hj.response
+
+
+async def _copy_stdin(hj: Hijacked, sock_writer: asyncio.StreamWriter) -> None:
+    """Client -> container stdin; the client's half-close becomes ours (StdinOnce closes stdin)."""
+    try:
+        while True:
+            data = await hj.reader.read(65536)
+            if not data:
+                break
+            sock_writer.write(data)
+            await sock_writer.drain()
+        if sock_writer.can_write_eof():
+            sock_writer.write_eof()
+    except (ConnectionError, OSError):
+        pass
+
+
+async def _attach_running(hj: Hijacked, writer: StreamWriter, conn: socket.socket, wanted: set[int], *,
+                          tty: bool, stdin: bool) -> None:
+    reader, sock_writer = await asyncio.open_unix_connection(sock=conn)
+    feeder = asyncio.ensure_future(_copy_stdin(hj, sock_writer)) if stdin else None
+    frames = _FrameFilter(wanted)
+    try:
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            if tty:
+                if wanted:
+                    await writer.write(STDOUT, data)
+                continue
+            for sid, payload in frames.feed(data):
+                await writer.write(sid, payload)
+    finally:
+        if feeder is not None:
+            feeder.cancel()
+        sock_writer.close()
+
+
+async def _attach_from_log(engine: Any, info: dict[str, Any], hj: Hijacked, writer: StreamWriter,
+                           follower: _LogFollower, wanted: set[int], *, stdin: bool) -> None:
+    """Output of a container that starts after the attach, from its log (module docstring)."""
+    cid, started_before = info["Id"], info["State"].get("StartedAt", "")
+    feeder: asyncio.Future[None] | None = None
+    sock_writer: asyncio.StreamWriter | None = None
+    drain: asyncio.Future[None] | None = None
+
+    async def flush() -> None:
+        for name, data in await asyncio.to_thread(follower.read):
+            sid = STREAM_IDS.get(name, STDOUT)
+            if sid in wanted:
+                await writer.write(sid, data)
+
+    try:
+        seen_running = False
+        while True:
+            await flush()
+            try:
+                st = (await asyncio.to_thread(engine.inspect, cid))["State"]
+            except NotFound:
+                break  # removed (AutoRemove): the file we hold has everything
+            running = bool(st.get("Running") or st.get("Paused") or st.get("Restarting"))
+            if running and not seen_running:
+                seen_running = True
+                if stdin and feeder is None:
+                    with contextlib.suppress(PalletError, OSError):
+                        conn = await asyncio.to_thread(engine.attach, cid)
+                        reader, sock_writer = await asyncio.open_unix_connection(sock=conn)
+                        drain = asyncio.ensure_future(_discard(reader))
+                        feeder = asyncio.ensure_future(_copy_stdin(hj, sock_writer))
+            if not running and (seen_running or st.get("StartedAt", "") != started_before):
+                break  # it ran and exited: the monitor wrote all output before the exit
+            await asyncio.sleep(FOLLOW_POLL)
+        await flush()
+    finally:
+        for fut in (feeder, drain):
+            if fut is not None:
+                fut.cancel()
+        if sock_writer is not None:
+            sock_writer.close()
+
+
+async def _discard(reader: asyncio.StreamReader) -> None:
+    with contextlib.suppress(ConnectionError, OSError):
+        while await reader.read(65536):
+            pass
+
+
+# --- top, stats, export, commit -------------------------------------------------------------------
+
+async def top(request: web.Request) -> web.Response:
+    ps_args = request.query.get("ps_args") or "-ef"
+    return web.json_response(await _call(request, "top", request.match_info["id"], ps_args))
+
+
+def system_cpu_ns(proc: str = "/proc") -> int:
+    """The host's CPU time in ns from /proc/stat's `cpu` line (user..steal), as dockerd's
+    getSystemCPUUsage: USER_HZ ticks to nanoseconds."""
+    with open(os.path.join(proc, "stat")) as f:
+        for line in f:
+            parts = line.split()
+            if parts and parts[0] == "cpu":
+                ticks = sum(int(x) for x in parts[1:8])
+                return ticks * 10**9 // os.sysconf("SC_CLK_TCK")
+    return 0
+
+
+def host_memory(proc: str = "/proc") -> int:
+    with contextlib.suppress(OSError, ValueError), open(os.path.join(proc, "meminfo")) as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def docker_stats(sample: dict[str, Any], info: dict[str, Any], *, system_cpu: int, read: str,
+                 pre: dict[str, Any] | None = None, mem_total: int = 0) -> dict[str, Any]:
+    """runc's `events --stats` sample -> Docker's ContainerStatsResponse (v1.50.yaml); `pre` is
+    the previous answer (precpu_stats), as dockerd's stream gives it."""
+    data = sample.get("data") or {}
+    cpu, mem = data.get("cpu") or {}, data.get("memory") or {}
+    pids, blkio = data.get("pids") or {}, data.get("blkio") or {}
+    usage = cpu.get("usage") or {}
+    percpu = usage.get("percpu") or []
+    thr = cpu.get("throttling") or {}
+    mu = mem.get("usage") or {}
+    limit = int(mu.get("limit") or 0)
+    if mem_total and (limit == 0 or limit > mem_total):
+        limit = mem_total  # unlimited: dockerd reports the host's memory
+    raw = dict(mem.get("raw") or {})
+
+    def blk(entries: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        if not entries:
+            return None
+        return [{"major": e.get("major", 0), "minor": e.get("minor", 0), "op": e.get("op", ""),
+                 "value": e.get("value", 0)} for e in entries]
+
+    cpu_stats = {
+        "cpu_usage": {"total_usage": int(usage.get("total") or 0), "percpu_usage": percpu or None,
+                      "usage_in_kernelmode": int(usage.get("kernel") or 0),
+                      "usage_in_usermode": int(usage.get("user") or 0)},
+        "system_cpu_usage": system_cpu, "online_cpus": len(percpu) or (os.cpu_count() or 1),
+        "throttling_data": {"periods": int(thr.get("periods") or 0),
+                            "throttled_periods": int(thr.get("throttledPeriods") or 0),
+                            "throttled_time": int(thr.get("throttledTime") or 0)},
+    }
+    empty_pre = {"cpu_usage": {"total_usage": 0, "usage_in_kernelmode": 0, "usage_in_usermode": 0},
+                 "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}}
+    return {
+        "name": info.get("Name", ""), "id": info.get("Id", ""), "read": read,
+        "preread": pre["read"] if pre else "0001-01-01T00:00:00Z",
+        "pids_stats": {"current": int(pids.get("current") or 0),
+                       **({"limit": int(pids["limit"])} if pids.get("limit") else {})},
+        "blkio_stats": {"io_service_bytes_recursive": blk(blkio.get("ioServiceBytesRecursive")),
+                        "io_serviced_recursive": blk(blkio.get("ioServicedRecursive")),
+                        "io_queue_recursive": None, "io_service_time_recursive": None,
+                        "io_wait_time_recursive": None, "io_merged_recursive": None,
+                        "io_time_recursive": None, "sectors_recursive": None},
+        "num_procs": 0, "storage_stats": {},
+        "cpu_stats": cpu_stats,
+        "precpu_stats": pre["cpu_stats"] if pre else empty_pre,
+        "memory_stats": {"usage": int(mu.get("usage") or 0), "max_usage": int(mu.get("max") or 0),
+                         "stats": raw, "failcnt": int(mu.get("failcnt") or 0), "limit": limit},
+    }
+
+
+async def stats(request: web.Request) -> web.StreamResponse:
+    from pallet.engine.logs import rfc3339nano
+
+    cid = request.match_info["id"]
+    stream = bool_value(request, "stream", True)
+    one_shot = bool_value(request, "one-shot")
+    if one_shot and stream:
+        raise InvalidArgument("cannot have stream=true and one-shot=true")
+    engine = engine_of(request)
+    info = await asyncio.to_thread(engine.inspect, cid)
+    mem_total = host_memory()
+
+    async def sample(pre: dict[str, Any] | None) -> dict[str, Any]:
+        raw = await asyncio.to_thread(engine.stats, info["Id"])
+        return docker_stats(raw, info, system_cpu=system_cpu_ns(), read=rfc3339nano(time.time_ns()),
+                            pre=pre, mem_total=mem_total)
+
+    if not stream:
+        first = await sample(None)
+        if not one_shot:
+            # As dockerd: the second sample a second later, so precpu_stats has something.
+            await asyncio.sleep(STATS_INTERVAL)
+            first = await sample(first)
+        return web.json_response(first)
+    response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    pre: dict[str, Any] | None = None
+    try:
+        while True:
+            try:
+                cur = await sample(pre)
+            except PalletError:
+                break  # stopped or removed: the stream ends, as dockerd's does
+            await response.write((json.dumps(cur) + "\n").encode())
+            pre = cur
+            await asyncio.sleep(STATS_INTERVAL)
+    except (ConnectionResetError, BrokenPipeError):
+        return response
+    await response.write_eof()
+    return response
+
+
+class _ResponseSink:
+    """A blocking file-like writer onto a chunked response, for the engine's export (which runs
+    in a worker thread)."""
+
+    def __init__(self, response: web.StreamResponse, loop: asyncio.AbstractEventLoop) -> None:
+        self.response, self.loop = response, loop
+
+    def write(self, data: Any) -> int:
+        b = bytes(data)
+        if b:
+            asyncio.run_coroutine_threadsafe(self.response.write(b), self.loop).result(600)
+        return len(b)
+
+    def flush(self) -> None:
+        pass
+
+
+async def export(request: web.Request) -> web.StreamResponse:
+    engine = engine_of(request)
+    cid = (await asyncio.to_thread(engine.get, request.match_info["id"])).id
+    response = web.StreamResponse(status=200, headers={"Content-Type": "application/x-tar"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    sink = _ResponseSink(response, asyncio.get_running_loop())
+    try:
+        await asyncio.to_thread(engine.export, cid, sink)
+    except Exception as exc:
+        # The 200 is gone: cut the connection so the client sees a truncated transfer.
+        log.error("export of %s failed after the first byte: %s", cid[:12], exc)
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    await response.write_eof()
+    return response
+
+
+def _changes(request: web.Request) -> list[str]:
+    out: list[str] = []
+    for value in request.query.getall("changes", []):
+        out += [line for line in value.splitlines() if line.strip()]
+    return out
+
+
+async def commit(request: web.Request) -> web.Response:
+    container = request.query.get("container", "")
+    if not container:
+        raise InvalidArgument("container is required")
+    await json_body(request, default=None)  # a ContainerConfig to merge is not supported: read it
+    repo, tag = request.query.get("repo", ""), request.query.get("tag", "")
+    if tag and not repo:
+        raise InvalidArgument("tag requires a repository (repo)")
+    ref = f"{repo}:{tag}" if repo and tag else (repo or None)
+    image_id = await _call(request, "commit", container, ref, author=request.query.get("author", ""),
+                           message=request.query.get("comment", ""), changes=_changes(request),
+                           pause=bool_value(request, "pause", True))
+    return web.json_response({"Id": image_id}, status=201)

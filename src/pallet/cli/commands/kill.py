@@ -1,0 +1,20 @@
+"""`pallet kill`: send a signal (SIGKILL by default) to containers, as `docker kill`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pallet.cli.main import Context
+
+
+def main(ctx: Context, argv: list[str], prog: str = "pallet kill") -> int:
+    from pallet.cli.commands.container import for_each, parser, path
+
+    p = parser(prog, "Kill one or more running containers")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.add_argument("-s", "--signal", help="Signal to send to the container")
+    args = p.parse_args(argv)
+    client = ctx.client()
+    return for_each(args.containers, lambda ref: client.request(
+        "POST", path(ref, "/kill"), params={"signal": args.signal}).read())

@@ -1,0 +1,18 @@
+"""`pallet pause`: pause all processes within one or more containers, as `docker pause`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pallet.cli.main import Context
+
+
+def main(ctx: Context, argv: list[str], prog: str = "pallet pause") -> int:
+    from pallet.cli.commands.container import for_each, parser, path
+
+    p = parser(prog, "Pause all processes within one or more containers")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    args = p.parse_args(argv)
+    client = ctx.client()
+    return for_each(args.containers, lambda ref: client.request("POST", path(ref, "/pause")).read())

@@ -1,0 +1,14 @@
+"""`pallet restart`: stop then start containers, as `docker restart`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pallet.cli.main import Context
+
+
+def main(ctx: Context, argv: list[str], prog: str = "pallet restart") -> int:
+    from pallet.cli.commands.stop import main as stop
+
+    return stop(ctx, argv, prog, verb="restart")

@@ -1,0 +1,24 @@
+"""`pallet rm`: remove containers (`-f` kills a running one first, `-v` its anonymous volumes)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pallet.cli.main import Context
+
+
+def main(ctx: Context, argv: list[str], prog: str = "pallet rm") -> int:
+    from pallet.cli.commands.container import for_each, parser, path
+
+    p = parser(prog, "Remove one or more containers")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.add_argument("-f", "--force", action="store_true",
+                   help="Force the removal of a running container (uses SIGKILL)")
+    p.add_argument("-v", "--volumes", action="store_true",
+                   help="Remove anonymous volumes associated with the container")
+    p.add_argument("-l", "--link", action="store_true", help="Remove the specified link")
+    args = p.parse_args(argv)
+    client = ctx.client()
+    params = {"force": args.force or None, "v": args.volumes or None, "link": args.link or None}
+    return for_each(args.containers, lambda ref: client.request("DELETE", path(ref), params=params).read())

@@ -1,0 +1,27 @@
+"""`pallet stop`: stop containers (their stop signal, then SIGKILL after the timeout), as `docker stop`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pallet.api import version_tuple
+
+if TYPE_CHECKING:
+    from pallet.cli.main import Context
+
+
+def main(ctx: Context, argv: list[str], prog: str = "pallet stop", verb: str = "stop") -> int:
+    from pallet.cli.commands.container import for_each, parser, path
+
+    p = parser(prog, f"{verb.capitalize()} one or more {'running ' if verb == 'stop' else ''}containers")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.add_argument("-t", "--time", "--timeout", dest="time", type=int,
+                   help="Seconds to wait before killing the container")
+    p.add_argument("-s", "--signal", help="Signal to send to the container")
+    args = p.parse_args(argv)
+    client = ctx.client()
+    params = {"t": args.time}
+    if args.signal and version_tuple(client.api_version) >= (1, 42):
+        params["signal"] = args.signal
+    return for_each(args.containers,
+                    lambda ref: client.request("POST", path(ref, f"/{verb}"), params=params).read())

@@ -1,0 +1,27 @@
+"""`pallet wait`: block until containers stop and print their exit codes, as `docker wait`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pallet.cli.main import Context
+
+
+def main(ctx: Context, argv: list[str], prog: str = "pallet wait") -> int:
+    from pallet.cli.commands.container import for_each, parser, path
+
+    p = parser(prog, "Block until one or more containers stop, then print their exit codes")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    args = p.parse_args(argv)
+    client = ctx.client()
+
+    def wait(ref: str) -> None:
+        result = client.post_json(path(ref, "/wait")) or {}
+        if (result.get("Error") or {}).get("Message"):
+            from pallet.api.client import APIError
+
+            raise APIError(result["Error"]["Message"])
+        print(result.get("StatusCode"), flush=True)
+
+    return for_each(args.containers, wait, echo=False)
