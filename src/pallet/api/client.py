@@ -1,25 +1,44 @@
-"""The Engine API client the CLI uses: stdlib `http.client` over a UNIX socket, or TCP with TLS.
+"""The Engine API client the CLI uses: a small HTTP/1.1 client over a UNIX socket, or `http.client`
+over TCP with TLS.
 
 Kept to the standard library so that `pallet ps` starts fast (DESIGN.md, STYLE.md §10): no
-aiohttp, no asyncio. Negotiates the API version like the docker CLI (client.NegotiateAPIVersion):
-ping once, then speak min(server's Api-Version, ours), never below 1.24's floor guesses.
+aiohttp, no asyncio, and on the UNIX socket path not even `http.client` (it imports `email`,
+~15 ms of start-up) or `ssl` (~5 ms): `_UnixConnection` writes the request line and headers
+itself and reads Content-Length, chunked (RFC 9112 §7.1) or close-delimited bodies. TCP and TLS
+hosts keep `http.client` and `ssl`, imported when first used.
+
+Negotiates the API version like the docker CLI (client.NegotiateAPIVersion): ping once, then
+speak min(server's Api-Version, ours), never below 1.24's floor guesses. For a UNIX socket the
+answer is cached (see "Version cache" below) so that a command costs one round trip, not two.
 
 Where the daemon is, first match wins: the `host` argument (the CLI's -H), $PALLET_HOST, then
 $DOCKER_HOST only when $PALLET_USE_DOCKER_HOST=1 (the issue: fall back to DOCKER_HOST only when
 asked, so a machine with both engines never talks to the wrong one), then the default socket.
+
+Version cache, format 1: the file `api-versions` in $XDG_RUNTIME_DIR/pallet, else
+/run/user/<uid>/pallet, else ~/.cache/pallet. UTF-8 text; the first line is
+`pallet-api-versions 1`, then one line per socket, tab-separated:
+
+    <socket path> <st_dev> <st_ino> <st_mtime_ns> <negotiated version>
+
+An entry holds only while the socket file is the one that was pinged: a restarted daemon binds
+a new socket file (new inode and mtime), so its first command pings again. A daemon that keeps
+its socket across restarts (socket activation) and changed version answers 400 "client version
+... is too new/old"; the client then drops the entry, pings and sends the request once more (the
+daemon checks the version before it runs anything: api/server/versions.py). A request whose body
+is a stream cannot be sent twice, so it never trusts the cache. The file is replaced atomically
+(temp file + rename); a lost update only costs a ping. TCP hosts are not cached: nothing there
+tells a restarted daemon apart.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import socket
-import ssl
 import struct
-import urllib.parse
-from collections.abc import Iterator
-from typing import Any, BinaryIO
+import sys
+from collections.abc import Callable, Iterator
 
 from pallet.api import API_VERSION, MIN_API_VERSION, version_tuple
 from pallet.errors import (
@@ -31,6 +50,12 @@ from pallet.errors import (
     PermissionDenied,
     Unavailable,
 )
+
+TYPE_CHECKING = False  # typing costs ~3 ms of start-up; mypy treats this name as typing's
+if TYPE_CHECKING:
+    import http.client
+    import ssl
+    from typing import Any, BinaryIO
 
 DEFAULT_HOST = "unix:///run/pallet/pallet.sock"
 DEFAULT_TIMEOUT = 60.0
@@ -77,6 +102,8 @@ class TLSConfig:
         return cls(os.path.join(d, "ca.pem"), os.path.join(d, "cert.pem"), os.path.join(d, "key.pem"))
 
     def context(self) -> ssl.SSLContext:
+        import ssl
+
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca)
         if not self.verify:
             ctx.check_hostname = False
@@ -101,10 +128,133 @@ def resolve_host(host: str | None = None, env: dict[str, str] | None = None) -> 
     return DEFAULT_HOST
 
 
-class _UnixConnection(http.client.HTTPConnection):
+class _Headers:
+    """Response header fields: lookups ignore case, `items()` keeps the daemon's spelling (the
+    part of `http.client.HTTPMessage` that callers use)."""
+
+    def __init__(self, fields: list[tuple[str, str]]) -> None:
+        self._fields = fields
+        self._lower = {k.lower(): v for k, v in fields}
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self._lower.get(name.lower(), default)
+
+    def __getitem__(self, name: str) -> str:
+        return self._lower[name.lower()]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._lower
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._fields)
+
+
+class _UnixResponse:
+    """The answer read from a `_UnixConnection`: the subset of `http.client.HTTPResponse` that
+    `Response` uses (status, reason, headers, read, read1, line iteration, close). The body ends
+    where Content-Length says, at the chunked encoding's last chunk, or when the daemon closes."""
+
+    def __init__(self, fp: Any, method: str) -> None:
+        self._fp = fp
+        line = fp.readline(65537)
+        if not line:
+            raise ConnectionResetError("the daemon closed the connection before answering")
+        while True:
+            parts = line.decode("latin-1").rstrip("\r\n").split(None, 2)
+            if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+                raise APIError(f"the daemon answered a bad status line: {line!r}")
+            self.status, self.reason = int(parts[1]), (parts[2] if len(parts) > 2 else "")
+            fields = self._read_fields()
+            if self.status != 100:  # skip an interim 100 Continue (RFC 9110 §15.2.1)
+                break
+            line = fp.readline(65537)
+        self.headers = _Headers(fields)
+        self._chunked = (self.headers.get("Transfer-Encoding") or "").lower().endswith("chunked")
+        self._chunk_left = 0
+        length = self.headers.get("Content-Length")
+        self._left: int | None = int(length) if length is not None and not self._chunked else None
+        self._done = method == "HEAD" or self.status in (204, 304) or self._left == 0
+
+    def _read_fields(self) -> list[tuple[str, str]]:
+        fields: list[tuple[str, str]] = []
+        while True:
+            line = self._fp.readline(65537)
+            if line in (b"\r\n", b"\n", b""):
+                return fields
+            name, sep, value = line.decode("latin-1").partition(":")
+            if sep:
+                fields.append((name.strip(), value.strip()))
+
+    def read1(self, size: int = 32 * 1024) -> bytes:
+        """Up to `size` bytes of the body, waiting only for the first; b"" at its end."""
+        if self._done or self._fp is None:
+            return b""
+        if self._chunked:
+            if not self._chunk_left:
+                line = self._fp.readline(65537)
+                try:
+                    self._chunk_left = int(line.split(b";")[0], 16)
+                except ValueError:
+                    raise APIError(f"the daemon sent a bad chunk header: {line!r}") from None
+                if not self._chunk_left:
+                    self._read_fields()  # trailer section, then the final CRLF
+                    self._done = True
+                    return b""
+            data = self._fp.read1(min(size, self._chunk_left))
+            if not data:
+                raise ConnectionResetError("the daemon closed the connection inside a chunk")
+            self._chunk_left -= len(data)
+            if not self._chunk_left:
+                self._fp.readline(65537)  # the CRLF after the chunk's data
+            return bytes(data)
+        if self._left is not None:
+            data = self._fp.read1(min(size, self._left))
+            if not data:
+                raise ConnectionResetError(f"the daemon closed the connection {self._left} bytes "
+                                           "before the end of its answer")
+            self._left -= len(data)
+            self._done = not self._left
+            return bytes(data)
+        data = self._fp.read1(size)
+        self._done = not data
+        return bytes(data)
+
+    def read(self) -> bytes:
+        """The rest of the body."""
+        out = bytearray()
+        while chunk := self.read1(256 * 1024):
+            out += chunk
+        return bytes(out)
+
+    def __iter__(self) -> Iterator[bytes]:
+        """The body line by line (b"\\n" kept), each as soon as it is whole."""
+        buf = b""
+        while chunk := self.read1(64 * 1024):
+            buf += chunk
+            while (i := buf.find(b"\n")) >= 0:
+                line, buf = buf[:i + 1], buf[i + 1:]
+                yield line
+        if buf:
+            yield buf
+
+    def close(self) -> None:
+        if self._fp is not None:
+            self._fp.close()
+            self._fp = None
+
+
+class _UnixConnection:
+    """One HTTP/1.1 exchange on a UNIX socket, with `http.client.HTTPConnection`'s method names
+    (connect, request, getresponse, close, sock, blocksize). No keep-alive: the client opens a
+    connection per request. A file body goes out in chunked transfer encoding, as http.client
+    sends a body of unknown length."""
+
     def __init__(self, path: str, timeout: float | None) -> None:
-        super().__init__("localhost", timeout=timeout)
         self._path = path
+        self.timeout = timeout
+        self.sock: socket.socket | None = None
+        self.blocksize = 8192
+        self._method = "GET"
 
     def connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -116,11 +266,53 @@ class _UnixConnection(http.client.HTTPConnection):
             raise
         self.sock = sock
 
+    def request(self, method: str, url: str, body: bytes | BinaryIO | None = None,
+                headers: dict[str, str] | None = None) -> None:
+        if self.sock is None:
+            self.connect()
+        assert self.sock is not None
+        self._method = method
+        hdrs = {"Host": "localhost", "Accept-Encoding": "identity", **(headers or {})}
+        given = {k.lower() for k in hdrs}
+        stream = body is not None and not isinstance(body, bytes | bytearray | memoryview)
+        if "content-length" not in given and "transfer-encoding" not in given:
+            if stream:
+                hdrs["Transfer-Encoding"] = "chunked"
+            elif body is not None or method in ("POST", "PUT", "PATCH"):
+                hdrs["Content-Length"] = str(len(body or b""))  # type: ignore[arg-type]
+        chunked = stream and hdrs.get("Transfer-Encoding") == "chunked"
+        head = f"{method} {url} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items())
+        if not stream:
+            self.sock.sendall(head.encode("latin-1") + b"\r\n" + bytes(body or b""))  # type: ignore[arg-type]
+            return
+        self.sock.sendall(head.encode("latin-1") + b"\r\n")
+        while block := body.read(self.blocksize):  # type: ignore[union-attr]
+            if isinstance(block, str):
+                block = block.encode("latin-1")
+            self.sock.sendall(b"%X\r\n%b\r\n" % (len(block), block) if chunked else block)
+        if chunked:
+            self.sock.sendall(b"0\r\n\r\n")
+
+    def getresponse(self) -> _UnixResponse:
+        assert self.sock is not None
+        fp = self.sock.makefile("rb")
+        try:
+            return _UnixResponse(fp, self._method)
+        except BaseException:
+            fp.close()
+            raise
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
 
 class Response:
     """A streaming answer: read it whole (`json()`, `read()`) or iterate it as it arrives."""
 
-    def __init__(self, raw: http.client.HTTPResponse, conn: http.client.HTTPConnection) -> None:
+    def __init__(self, raw: http.client.HTTPResponse | _UnixResponse,
+                 conn: http.client.HTTPConnection | _UnixConnection) -> None:
         self.raw = raw
         self._conn = conn
         self.status = raw.status
@@ -195,10 +387,13 @@ def demux(chunks: Iterator[bytes]) -> Iterator[tuple[int, bytes]]:
 
 
 class PendingRequest:
-    """A request sent whose answer is read later (`Client.send`)."""
+    """A request sent whose answer is read later (`Client.send`). `resend` sends it again
+    (at a freshly negotiated version) when its version came from the cache and the daemon
+    turned that version down."""
 
-    def __init__(self, client: Client, conn: http.client.HTTPConnection) -> None:
-        self._client, self._conn = client, conn
+    def __init__(self, client: Client, conn: http.client.HTTPConnection | _UnixConnection,
+                 resend: Callable[[], PendingRequest] | None = None) -> None:
+        self._client, self._conn, self._resend = client, conn, resend
 
     def answered(self, timeout: float) -> bool:
         """True once the daemon has started to answer (waits up to `timeout` seconds)."""
@@ -215,7 +410,10 @@ class PendingRequest:
             raise self._client._connect_error(exc) from exc
         resp = Response(raw, self._conn)
         if resp.status >= 400 and resp.status not in ok:
-            raise error_for(resp.status, _error_message(resp))
+            message = _error_message(resp)
+            if self._resend is not None and self._client._version_refused(resp.status, message):
+                return self._resend().response(ok)
+            raise error_for(resp.status, message)
         return resp
 
     def close(self) -> None:
@@ -302,6 +500,7 @@ class Client:
         self.timeout = timeout
         self._tls = tls if tls is not None else TLSConfig.from_env()
         self._version = version  # None: negotiate on first use
+        self._version_from_cache = False
         scheme, sep, rest = self.host.partition("://")
         if not sep or scheme not in ("unix", "tcp", "https", "http"):
             raise InvalidArgument(f"host {self.host!r}: want unix:///PATH or tcp://HOST:PORT")
@@ -309,6 +508,8 @@ class Client:
         if scheme == "unix":
             self._path = rest or DEFAULT_HOST.removeprefix("unix://")
         else:
+            import urllib.parse
+
             parsed = urllib.parse.urlsplit(f"//{rest}")
             if not parsed.hostname:
                 raise InvalidArgument(f"host {self.host!r}: no address")
@@ -318,15 +519,17 @@ class Client:
     def _use_tls(self) -> bool:
         return self._scheme == "https" or (self._scheme == "tcp" and self._tls is not None)
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self) -> http.client.HTTPConnection | _UnixConnection:
         conn = self._open()
         # Uploads (load, import) are read from their file in blocks of this size (default 8 KiB).
         conn.blocksize = 256 * 1024
         return conn
 
-    def _open(self) -> http.client.HTTPConnection:
+    def _open(self) -> http.client.HTTPConnection | _UnixConnection:
         if self._scheme == "unix":
             return _UnixConnection(self._path, self.timeout)
+        import http.client
+
         if self._use_tls:
             tls = self._tls or TLSConfig()
             return http.client.HTTPSConnection(*self._addr, timeout=self.timeout, context=tls.context())
@@ -337,8 +540,16 @@ class Client:
     @property
     def api_version(self) -> str:
         if self._version is None:
-            self._version = self.negotiate()
+            cached = self._cache.lookup() if self._scheme == "unix" else None
+            if cached is not None:
+                self._version, self._version_from_cache = cached, True
+            else:
+                self._version = self.negotiate()
         return self._version
+
+    @property
+    def _cache(self) -> _VersionCache:
+        return _VersionCache(self._path)
 
     def ping(self) -> dict[str, str]:
         """GET /_ping: the daemon's headers (Api-Version, Ostype, Builder-Version...)."""
@@ -348,12 +559,30 @@ class Client:
 
     def negotiate(self) -> str:
         """min(server's Api-Version, ours); the docker CLI falls back to 1.24 when the daemon does
-        not say (client/client.go, negotiateAPIVersionPing)."""
+        not say (client/client.go, negotiateAPIVersionPing). Remembered for a UNIX socket."""
+        if self._scheme == "unix":
+            before = self._cache.socket_identity()
         server = self.ping().get("Api-Version") or MIN_API_VERSION
         try:
-            return server if version_tuple(server) < version_tuple(API_VERSION) else API_VERSION
+            version = server if version_tuple(server) < version_tuple(API_VERSION) else API_VERSION
         except ValueError:
             return MIN_API_VERSION
+        # Only when the socket file pinged is still the one there (no restart in between).
+        if self._scheme == "unix" and before is not None and self._cache.socket_identity() == before:
+            self._cache.store(before, version)
+        return version
+
+    def _version_refused(self, status: int, message: str) -> bool:
+        """True when the daemon refused a version that came from the cache (it restarted at
+        another version but kept its socket): the cache entry is dropped and the version
+        negotiated again, so that the caller can send its request once more."""
+        if not (self._version_from_cache and status == 400 and message.startswith("client version ")
+                and ("is too new" in message or "is too old" in message)):
+            return False
+        self._cache.forget()
+        self._version, self._version_from_cache = None, False
+        self._version = self.negotiate()
+        return True
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -362,7 +591,7 @@ class Client:
                 headers: dict[str, str] | None = None, versioned: bool = True,
                 ok: tuple[int, ...] = ()) -> Response:
         """Send one request; an error status raises the matching PalletError kind. `data` may be
-        a binary file: http.client then streams it with chunked transfer encoding."""
+        a binary file: it is then streamed with chunked transfer encoding."""
         return self.send(method, path, params=params, body=body, data=data, headers=headers,
                          versioned=versioned).response(ok)
 
@@ -371,14 +600,21 @@ class Client:
              headers: dict[str, str] | None = None, versioned: bool = True) -> PendingRequest:
         """Send a request and return before its answer: `docker run` posts its wait before it
         starts the container and reads the answer after the container's output ends."""
+        streamed = data is not None and not isinstance(data, bytes | bytearray | memoryview)
+        if versioned and streamed and self.api_version and self._version_from_cache:
+            self._version, self._version_from_cache = self.negotiate(), False  # cannot resend
         conn = self._connection()
-        url, hdrs, data = self._prepare(path, params, body, data, headers, versioned)
+        url, hdrs, payload = self._prepare(path, params, body, data, headers, versioned)
+        resend = None
+        if versioned and self._version_from_cache:
+            def resend() -> PendingRequest:
+                return self.send(method, path, params=params, body=body, data=data, headers=headers)
         try:
-            conn.request(method, url, body=data, headers=hdrs)
+            conn.request(method, url, body=payload, headers=hdrs)
         except BaseException as exc:
             conn.close()
             raise self._connect_error(exc) from exc
-        return PendingRequest(self, conn)
+        return PendingRequest(self, conn, resend)
 
     def _prepare(self, path: str, params: dict[str, Any] | None, body: Any,
                  data: bytes | BinaryIO | None, headers: dict[str, str] | None,
@@ -387,7 +623,7 @@ class Client:
         if params:
             query = {k: _query_value(v) for k, v in params.items() if v is not None}
             if query:
-                url += "?" + urllib.parse.urlencode(query)
+                url += "?" + _urlencode(query)
         hdrs = {"User-Agent": "pallet-cli", **(headers or {})}
         if body is not None:
             data = json.dumps(body).encode()
@@ -401,7 +637,8 @@ class Client:
         if isinstance(exc, PermissionError):
             return PermissionDenied(f"permission denied connecting to {self.host}: run as root or join "
                                     "the group that owns the socket (pallet)")
-        if isinstance(exc, ssl.SSLError):
+        ssl = sys.modules.get("ssl")  # only loaded for a TLS host; no TLS, no SSLError
+        if ssl is not None and isinstance(exc, ssl.SSLError):
             return Unavailable(f"TLS with {self.host} failed: {exc}")
         if isinstance(exc, OSError):
             return Unavailable(f"cannot talk to palletd at {self.host}: {exc}")
@@ -453,9 +690,13 @@ class Client:
             conn.close()
             if fields.get("transfer-encoding") == "chunked":
                 raw = _dechunk(raw)
-            raise error_for(status, _message_of(raw, status))
+            message = _message_of(raw, status)
+            if self._version_refused(status, message):
+                return self.hijack(method, path, params=params, body=body)
+            raise error_for(status, message)
         chunked = status != 101 and fields.get("transfer-encoding") == "chunked"
         return Hijacked(sock, rest, chunked=chunked, content_type=fields.get("content-type", ""))
+
     def get_json(self, path: str, **kw: Any) -> Any:
         return self.request("GET", path, **kw).json()
 
@@ -467,6 +708,98 @@ class Client:
 
     def info(self) -> dict[str, Any]:
         return dict(self.get_json("/info"))
+
+
+class _VersionCache:
+    """The negotiated API version per UNIX socket; the file's format is in the module docstring.
+    Every failure to read or write it is ignored: the client then pings, as without a cache."""
+
+    MAGIC = "pallet-api-versions 1"
+
+    def __init__(self, socket_path: str) -> None:
+        self.socket_path = os.path.abspath(socket_path)
+
+    @staticmethod
+    def directory() -> str:
+        runtime = os.environ.get("XDG_RUNTIME_DIR")
+        if not runtime and os.path.isdir(f"/run/user/{os.getuid()}"):
+            runtime = f"/run/user/{os.getuid()}"
+        if runtime:
+            return os.path.join(runtime, "pallet")
+        return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pallet")
+
+    @property
+    def file(self) -> str:
+        return os.path.join(self.directory(), "api-versions")
+
+    def socket_identity(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.socket_path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino, st.st_mtime_ns
+
+    def _entries(self) -> dict[str, list[str]]:
+        try:
+            with open(self.file, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except (OSError, UnicodeDecodeError):
+            return {}
+        if not lines or lines[0] != self.MAGIC:
+            return {}
+        return {fields[0]: fields[1:] for fields in (ln.split("\t") for ln in lines[1:]) if len(fields) == 5}
+
+    def lookup(self) -> str | None:
+        """The version cached for this socket file, if it is still the same file."""
+        entry = self._entries().get(self.socket_path)
+        identity = self.socket_identity()
+        if entry is None or identity is None or entry[:3] != [str(n) for n in identity]:
+            return None
+        version = entry[3]
+        try:
+            if not version_tuple(MIN_API_VERSION) <= version_tuple(version) <= version_tuple(API_VERSION):
+                return None
+        except ValueError:
+            return None
+        return version
+
+    def store(self, identity: tuple[int, int, int], version: str) -> None:
+        entries = self._entries()
+        entries[self.socket_path] = [*map(str, identity), version]
+        self._write(entries)
+
+    def forget(self) -> None:
+        entries = self._entries()
+        if entries.pop(self.socket_path, None) is not None:
+            self._write(entries)
+
+    def _write(self, entries: dict[str, list[str]]) -> None:
+        text = "".join(f"{path}\t" + "\t".join(fields) + "\n" for path, fields in entries.items()
+                       if "\t" not in path and "\n" not in path)
+        tmp = f"{self.file}.{os.getpid()}.tmp"
+        try:
+            os.makedirs(self.directory(), mode=0o700, exist_ok=True)
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(f"{self.MAGIC}\n{text}")
+            os.replace(tmp, self.file)
+        except OSError:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+# RFC 3986 unreserved characters: what urllib.parse.quote_plus leaves as is.
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+
+
+def _urlencode(query: dict[str, str]) -> str:
+    """urllib.parse.urlencode for str values (quote_plus, UTF-8), without importing urllib.parse
+    (~2 ms of start-up, most of it ipaddress)."""
+    def quote(s: str) -> str:
+        return "".join(chr(b) if b in _UNRESERVED else "+" if b == 0x20 else f"%{b:02X}"
+                       for b in s.encode())
+    return "&".join(f"{quote(k)}={quote(v)}" for k, v in query.items())
 
 
 def _query_value(v: Any) -> str:
