@@ -49,6 +49,8 @@ class DaemonConfig:
     labels: tuple[str, ...] = ()
     live_restore: bool = False
     cgroup_parent: str = "/pallet"
+    image_store_max_size: int = 0    # bytes; 0: no limit (the automatic image-store policy)
+    image_store_min_free: int = 0    # bytes free on the data root's file system; 0: no watermark
 
     @property
     def socket_default(self) -> str:
@@ -68,7 +70,7 @@ _TYPES: dict[str, type] = {
     "hosts": list, "tlsverify": bool, "tlscacert": str, "tlscert": str, "tlskey": str,
     "insecure-tcp-loopback": bool, "data-root": str, "exec-root": str, "pidfile": str, "group": str,
     "log-level": str, "debug": bool, "default-runtime": str, "runtimes": dict, "labels": list,
-    "live-restore": bool, "cgroup-parent": str,
+    "live-restore": bool, "cgroup-parent": str, "image-store-max-size": int, "image-store-min-free": int,
 }
 assert {k.replace("-", "_") for k in _TYPES} == {f.name for f in fields(DaemonConfig)}
 

@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--live-restore", action="store_true", help="keep containers running without the daemon")
     p.add_argument("--cgroup-parent", metavar="PATH",
                    help="parent cgroup of every container (default /pallet)")
+    p.add_argument("--image-store-max-size", type=int, metavar="BYTES",
+                   help="delete unused images, least recently used first, to keep the store under this")
+    p.add_argument("--image-store-min-free", type=int, metavar="BYTES",
+                   help="... or to keep this much free on the data root's file system")
     return p
 
 
@@ -119,7 +123,7 @@ async def serve(config: DaemonConfig) -> None:
 
     from pallet.api.server import create_app
     from pallet.api.server.app import default_engine_factory
-    from pallet.api.server.backend import EngineBackend
+    from pallet.api.server.backend import EngineBackend, ImageBackend
     from pallet.daemon import hostinfo, listeners
 
     addrs = [listeners.parse_address(h, config.socket_default) for h in config.effective_hosts]
@@ -143,7 +147,9 @@ async def serve(config: DaemonConfig) -> None:
                     for name, spec in config.runtimes.items()}
         engine = EngineBackend(default_engine_factory(host, cgroup_parent=config.cgroup_parent,
                                                       runtimes=runtimes))
-        app = create_app(host, engine=engine)
+        images = ImageBackend(config.data_root, max_size=config.image_store_max_size,
+                              min_free=config.image_store_min_free)
+        app = create_app(host, engine=engine, images=images)
         runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT,
                                access_log=logging.getLogger("aiohttp.access"))
         await runner.setup()

@@ -543,21 +543,24 @@ class Engine:
         return c.cond.wait_for(lambda: not c.state.status.is_active, timeout)
 
     # --- stop, kill, restart, pause ---------------------------------------------------------------
-    def stop(self, ref: str, timeout: int | None = None) -> bool:
-        """The stop signal, then SIGKILL after `timeout` seconds (the container's StopTimeout or
-        10; -1 waits forever); False when it was not running (Docker's 304)."""
+    def stop(self, ref: str, timeout: int | None = None, signal: str | int | None = None) -> bool:
+        """`signal` (default the container's StopSignal, else SIGTERM), then SIGKILL after
+        `timeout` seconds (the container's StopTimeout or 10; -1 waits forever); False when it
+        was not running (Docker's 304). A bad signal is InvalidArgument, before anything is sent."""
+        num = signal_number(signal) if signal is not None and signal != "" else None
         c = self.get(ref)
         with c.lock:
             if not c.state.status.can_stop():
                 return False
-            self._stop_locked(c, timeout)
+            self._stop_locked(c, timeout, num)
             return True
 
-    def _stop_locked(self, c: Container, timeout: int | None) -> None:
+    def _stop_locked(self, c: Container, timeout: int | None, sig: int | None = None) -> None:
         if timeout is None:
             timeout = c.config.get("StopTimeout")
             timeout = DEFAULT_STOP_TIMEOUT if timeout is None else int(timeout)
-        sig = signal_number(c.config.get("StopSignal") or "SIGTERM")
+        if sig is None:
+            sig = signal_number(c.config.get("StopSignal") or "SIGTERM")
         with contextlib.suppress(Conflict, NotFound):
             self._signal_locked(c, sig)
         if self._wait_inactive_locked(c, None if timeout < 0 else timeout):
@@ -585,11 +588,14 @@ class Engine:
             if num == 9:
                 self._wait_inactive_locked(c, 30)
 
-    def restart(self, ref: str, timeout: int | None = None) -> None:
+    def restart(self, ref: str, timeout: int | None = None, signal: str | int | None = None) -> None:
+        """Stop (as `stop`, with `signal` and `timeout`) when running, then start; under one
+        hold of the container's lock, so no other call sees it in between."""
+        num = signal_number(signal) if signal is not None and signal != "" else None
         c = self.get(ref)
         with c.lock:
             if c.state.status.can_stop():
-                self._stop_locked(c, timeout)
+                self._stop_locked(c, timeout, num)
             self._start_locked(c)
             c.restart_count += 1
             self._save(c)
@@ -674,6 +680,38 @@ class Engine:
                 del self._execs[eid]
         c.removed = True
         c.cond.notify_all()
+
+    def prune(self, filters: Mapping[str, Sequence[str]] | None = None) -> builtins.list[str]:
+        """Remove every container that is not running (`Status.can_prune`, checked under each
+        container's lock, so one started meanwhile is kept) and matches Docker's prune filters:
+        `until` (created before a timestamp, RFC 3339 or seconds, or a Go duration before now:
+        "10m", "24h"), `label` (key or key=value; all must match) and `label!` (none may match).
+        Returns the removed ids, oldest first."""
+        flt = {k: [str(v) for v in vs] for k, vs in (filters or {}).items()}
+        for k in flt:
+            if k not in ("until", "label", "label!"):
+                raise InvalidArgument(f"invalid filter '{k}'")
+        until = _prune_until(flt["until"][0]) if flt.get("until") else None
+        labels, not_labels = flt.get("label") or [], flt.get("label!") or []
+        with self._guard:
+            items = sorted(self._containers.values(), key=lambda c: c.created)
+        deleted = []
+        for c in items:
+            with c.lock:
+                if c.removed or not c.state.status.can_prune():
+                    continue
+                if until is not None and _epoch_float(c.created) >= until:
+                    continue
+                have = c.config.get("Labels") or {}
+                if not all(_label_ok(have, spec) for spec in labels):
+                    continue
+                if any(_label_ok(have, spec) for spec in not_labels):
+                    continue
+                c.state.set(Status.REMOVING)
+                self._save(c)
+                self._remove_locked(c)
+            deleted.append(c.id)
+        return deleted
 
     def rename(self, ref: str, new_name: str) -> None:
         c = self.get(ref)
@@ -857,15 +895,18 @@ class Engine:
 
     def logs(self, ref: str, *, follow: bool = False, since: float | None = None, until: float | None = None,
              timestamps: bool = False, tail: int | None = None, stdout: bool = True,
-             stderr: bool = True) -> Iterator[tuple[str, bytes]]:
-        """The json-file log as (stream, bytes) records; see pallet.engine.logs.read_logs."""
+             stderr: bool = True, cancel: threading.Event | None = None) -> Iterator[tuple[str, bytes]]:
+        """The json-file log as (stream, bytes) records; see pallet.engine.logs.read_logs. A
+        follow ends when the container stops or is removed, or when `cancel` is set (the caller
+        lost its client): the iterator then returns within the poll interval (0.1 s)."""
         c = self.get(ref)
         _ltype, _size, files = bundlemod.log_options(c.host_config)
         if _ltype == "none":
             raise NotSupported('configured logging driver does not support reading ("none")')
         return read_logs(self.log_path(c.id), max_files=files, follow=follow, since=since, until=until,
                          timestamps=timestamps, tail=tail, stdout=stdout, stderr=stderr,
-                         running=lambda: c.state.status.is_active and not c.removed)
+                         running=lambda: c.state.status.is_active and not c.removed,
+                         cancelled=cancel.is_set if cancel is not None else lambda: False)
 
     def top(self, ref: str, ps_args: str | Sequence[str] = "-ef") -> dict[str, Any]:
         c = self.get(ref)
@@ -1054,6 +1095,35 @@ def matches(c: Container, flt: Mapping[str, Sequence[str]], ancestors: Callable[
 def _label_ok(labels: Mapping[str, str], spec: str) -> bool:
     k, sep, v = spec.partition("=")
     return k in labels and (not sep or labels[k] == v)
+
+
+def _epoch_float(ts: str) -> float:
+    from pallet.engine.logs import parse_time
+
+    return parse_time(ts) / 1e9
+
+
+def _prune_until(raw: str, now: float | None = None) -> float:
+    """Prune's `until` in seconds since the epoch: a Go duration before now ("10m", "1h30m"),
+    seconds ("1700000000.5") or RFC 3339."""
+    import re
+
+    from pallet.engine.logs import parse_time
+
+    raw = raw.strip()
+    now = time.time() if now is None else now
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", raw)
+    if parts and "".join(n + u for n, u in parts) == raw:
+        scale = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+        return now - sum(float(n) * scale[u] for n, u in parts)
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    try:
+        return parse_time(raw) / 1e9
+    except (ValueError, IndexError):
+        raise InvalidArgument(f"invalid value for until: {raw!r}") from None
 
 
 def _epoch(ts: str) -> int:

@@ -149,10 +149,13 @@ def _parse(line: bytes) -> tuple[str, bytes, str] | None:
 def read_logs(path: str, *, max_files: int = DEFAULT_MAX_FILES, follow: bool = False,
               since: float | None = None, until: float | None = None, timestamps: bool = False,
               tail: int | None = None, stdout: bool = True, stderr: bool = True,
-              running: Callable[[], bool] = lambda: False, poll: float = 0.1) -> Iterator[LogRecord]:
+              running: Callable[[], bool] = lambda: False, poll: float = 0.1,
+              cancelled: Callable[[], bool] = lambda: False) -> Iterator[LogRecord]:
     """The log's records as (stream, bytes), oldest first; `since`/`until` in seconds since the
     epoch; `tail` None is all; `follow` keeps reading new records while `running()` is true
-    (and until a last read after it becomes false)."""
+    (and until a last read after it becomes false). A follow ends within `poll` seconds of
+    `cancelled()` turning true (e.g. `threading.Event.is_set`: its caller lost its client), even
+    when nothing new is written."""
     streams = {s for s, on in (("stdout", stdout), ("stderr", stderr)) if on}
     since_ns = int(since * 1e9) if since else None
     until_ns = int(until * 1e9) if until else None
@@ -193,6 +196,8 @@ def read_logs(path: str, *, max_files: int = DEFAULT_MAX_FILES, follow: bool = F
         if not follow:
             return
         while True:
+            if cancelled():
+                return
             alive = running()
             if cur is None and os.path.exists(path):
                 cur = open(path, "rb")  # noqa: SIM115

@@ -57,6 +57,10 @@ class Status(enum.Enum):
             return False
         return force or self in (Status.CREATED, Status.EXITED, Status.DEAD)
 
+    def can_prune(self) -> bool:
+        """What `prune` removes: a container that is not running (Docker: created, exited, dead)."""
+        return self in (Status.CREATED, Status.EXITED, Status.DEAD)
+
     @property
     def is_active(self) -> bool:
         """A monitor (and a container process) exists for this status."""

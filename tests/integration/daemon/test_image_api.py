@@ -143,3 +143,13 @@ def test_concurrent_requests_share_one_store(daemon):
 
     with ThreadPoolExecutor(8) as pool:
         assert list(pool.map(work, range(24))) == [1] * 24
+
+
+def test_automatic_store_policy_keeps_the_store_under_its_limit():
+    """--image-store-max-size: after each operation that adds images, unused images go, least
+    recently used first, until the store fits (Docker has no such policy)."""
+    with palletd("--image-store-max-size", "100000") as d:
+        ok(d.host, "image", "bootstrap", "busybox")        # ~2 MB: over the limit, and unused
+        assert "busybox" not in ok(d.host, "images")
+        ok(d.host, "image", "bootstrap", "hello-world")    # ~10 kB: fits
+        assert "hello-world" in ok(d.host, "images")

@@ -416,3 +416,65 @@ def test_log_rotation_bounds_the_file(engine):
     lines = log_text(engine, cid).splitlines()
     assert lines[-1] == "line-2999-xxxxxxxxxxxxxxxxxxxxxxxx"
     assert [int(x.split("-")[1]) for x in lines] == list(range(int(lines[0].split("-")[1]), 3000))
+
+
+# --- prune, stop/restart with a signal, cancelled follow ---------------------------------------
+
+def test_prune_removes_what_is_not_running_with_filters(engine):
+    running = run(engine, ["sleep", "1000"])
+    created = engine.create({"Image": "busybox", "Cmd": ["true"], "Labels": {"keep": "1"}})
+    exited = run(engine, ["true"], Labels={"team": "a"})
+    engine.wait(exited, timeout=20)
+    other = run(engine, ["true"], Labels={"team": "b"})
+    engine.wait(other, timeout=20)
+    with pytest.raises(InvalidArgument):
+        engine.prune({"status": ["exited"]})
+    assert engine.prune({"until": ["2000-01-01T00:00:00Z"]}) == []  # all are newer
+    assert engine.prune({"label": ["team=a"]}) == [exited]
+    assert engine.prune({"label!": ["keep"]}) == [other]
+    assert engine.prune() == [created]
+    assert [c["Id"] for c in engine.list(all=True)] == [running]
+    assert engine.inspect(running)["State"]["Running"]
+
+
+def test_stop_and_restart_with_a_signal(engine):
+    # SIGTERM is trapped and ignored; SIGUSR1 ends it with 9: the signal given wins over StopSignal.
+    script = "trap '' TERM; trap 'exit 9' USR1; while true; do sleep 0.1; done"
+    cid = run(engine, ["sh", "-c", script])
+    until(lambda: engine.inspect(cid)["State"]["Running"])
+    time.sleep(0.3)
+    with pytest.raises(InvalidArgument):
+        engine.stop(cid, timeout=1, signal="SIGNOPE")
+    assert engine.inspect(cid)["State"]["Running"]  # a bad signal sent nothing
+    t = time.monotonic()
+    assert engine.stop(cid, timeout=10, signal="SIGUSR1") is True
+    assert time.monotonic() - t < 5
+    assert engine.inspect(cid)["State"]["ExitCode"] == 9
+    engine.start(cid)
+    time.sleep(0.3)
+    engine.restart(cid, timeout=10, signal="USR1")
+    info = engine.inspect(cid)
+    assert info["State"]["Running"] and info["RestartCount"] == 1
+    engine.remove(cid, force=True)
+
+
+def test_followed_logs_end_when_cancelled(engine):
+    import threading
+
+    cid = run(engine, ["sh", "-c", "echo first; sleep 1000"])
+    cancel = threading.Event()
+    it = engine.logs(cid, follow=True, cancel=cancel)
+    assert next(it) == ("stdout", b"first\n")
+    done = threading.Event()
+
+    def drain() -> None:
+        for _rec in it:
+            pass
+        done.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    assert not done.wait(0.5)  # still following a quiet, running container
+    cancel.set()
+    assert done.wait(2)
+    assert engine.inspect(cid)["State"]["Running"]
+    engine.remove(cid, force=True)

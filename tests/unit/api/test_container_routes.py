@@ -53,6 +53,7 @@ class FakeEngine:
         self.wait_gate = threading.Event()
         self.wait_gate.set()
         self.removed = False
+        self.follow_cancelled = threading.Event()
 
     def _rec(self, name: str, *args: Any, **kwargs: Any) -> None:
         self.calls.append((name, args, kwargs))
@@ -89,12 +90,16 @@ class FakeEngine:
         self._rec("start", ref)
         return self.start_result
 
-    def stop(self, ref: str, timeout: int | None = None) -> bool:
-        self._rec("stop", ref, timeout)
+    def stop(self, ref: str, timeout: int | None = None, **kw: Any) -> bool:
+        self._rec("stop", ref, timeout, **kw)
         return self.stop_result
 
-    def restart(self, ref: str, timeout: int | None = None) -> None:
-        self._rec("restart", ref, timeout)
+    def restart(self, ref: str, timeout: int | None = None, **kw: Any) -> None:
+        self._rec("restart", ref, timeout, **kw)
+
+    def prune(self, filters: Any = None) -> list[str]:
+        self._rec("prune", filters)
+        return [CID] if self.status == "exited" else []
 
     def kill(self, ref: str, sig: str = "SIGKILL") -> None:
         self._rec("kill", ref, sig)
@@ -126,7 +131,16 @@ class FakeEngine:
 
     def logs(self, ref: str, **kw: Any) -> Iterator[tuple[str, bytes]]:
         self._rec("logs", ref, **kw)
+        if kw.get("follow"):
+            return self._follow(kw["cancel"])
         return iter([r for r in self.log_records if kw.get(r[0], True)])
+
+    def _follow(self, cancel: threading.Event) -> Iterator[tuple[str, bytes]]:
+        """A quiet running container: the first record, then nothing until cancelled."""
+        yield self.log_records[0]
+        while not cancel.wait(0.02):
+            pass
+        self.follow_cancelled.set()
 
     def log_path(self, cid: str) -> str:
         return str(self.tmp / f"{cid}-json.log")
@@ -367,17 +381,40 @@ def test_top_stats_export_commit(app, engine):
     assert call[2] == {"author": "a", "message": "m", "changes": ['CMD ["sh"]'], "pause": False}
 
 
-def test_prune_removes_what_the_engine_lists_as_stopped(app, engine):
+def test_prune_is_the_engines(app, engine):
     engine.status = "exited"
 
     async def go(c):
-        r = await c.post("/containers/prune")
-        return r.status, await r.json()
+        r = await c.post("/containers/prune", params={"filters": '{"label!": ["keep"], "until": ["1h"]}'})
+        engine.status = "running"
+        r2 = await c.post("/containers/prune")
+        return r.status, await r.json(), await r2.json()
 
-    status, body = run(app, go)
+    status, body, none = run(app, go)
     assert status == 200 and body == {"ContainersDeleted": [CID], "SpaceReclaimed": 0}
-    assert ("list", (True, {"status": ["created", "exited", "dead"]}, -1), {}) in engine.calls
-    assert ("remove", (CID, False, False), {}) in engine.calls
+    assert none == {"ContainersDeleted": None, "SpaceReclaimed": 0}
+    assert ("prune", ({"label!": ["keep"], "until": ["1h"]},), {}) in engine.calls
+
+
+def test_stop_and_restart_pass_the_signal(app, engine):
+    async def go(c):
+        return [(await c.post("/containers/web/stop?signal=SIGUSR1&t=2")).status,
+                (await c.post("/containers/web/restart?signal=HUP")).status]
+
+    assert run(app, go) == [204, 204]
+    assert ("stop", ("web", 2), {"signal": "SIGUSR1"}) in engine.calls
+    assert ("restart", ("web", None), {"signal": "HUP"}) in engine.calls
+
+
+def test_a_client_leaving_a_followed_log_cancels_the_engines_follow(app, engine):
+    async def go(c):
+        r = await c.get("/containers/web/logs?stdout=1&follow=1")
+        first = await r.content.readexactly(8 + 4)
+        r.close()  # the client hangs up while the container is quiet
+        return first, await asyncio.to_thread(engine.follow_cancelled.wait, 5)
+
+    first, cancelled = run(app, go)
+    assert first[8:] == b"out\n" and cancelled
 
 
 def test_resize_is_accepted(app):

@@ -102,3 +102,18 @@ def test_parse_time():
     assert parse_time("1970-01-01T00:00:01.5Z") == 1_500_000_000
     assert parse_time("1970-01-01T01:00:01+01:00") == 10**9
     assert parse_time(rfc3339nano(123_456_789_123_456_789)) == 123_456_789_123_456_789
+
+
+def test_follow_ends_when_cancelled_even_without_output(tmp_path):
+    import threading
+    import time
+
+    p = str(tmp_path / "f")
+    JsonFileWriter(p).write("stdout", b"a\n")
+    cancel = threading.Event()
+    it = read_logs(p, follow=True, running=lambda: True, poll=0.01, cancelled=cancel.is_set)
+    assert next(it) == ("stdout", b"a\n")
+    threading.Timer(0.2, cancel.set).start()
+    t = time.monotonic()
+    assert list(it) == []  # returns although the "container" still runs and writes nothing
+    assert time.monotonic() - t < 2

@@ -72,3 +72,20 @@ def test_random_names_are_valid_and_avoid_taken():
         n = random_name(taken)
         assert validate_name(n) == n and n not in taken
         taken.add(n)
+
+
+def test_prune_takes_what_is_not_running():
+    assert {s for s in Status if s.can_prune()} == {Status.CREATED, Status.EXITED, Status.DEAD}
+    assert all(s.can_remove(False) for s in Status if s.can_prune())
+
+
+def test_prune_until_forms():
+    from pallet.engine.containers import _prune_until
+
+    now = 1_700_000_000.0
+    assert _prune_until("10m", now) == now - 600
+    assert _prune_until("1h30m", now) == now - 5400
+    assert _prune_until("1700000000.5", now) == 1700000000.5
+    assert _prune_until("2023-11-14T22:13:20Z", now) == 1700000000.0
+    with pytest.raises(InvalidArgument):
+        _prune_until("yesterday", now)

@@ -122,7 +122,12 @@ def test_mount_rootfs_records_binds_remounts_and_unmounts(tmp_path):
     ]
 
 
-def test_mount_rootfs_honours_chdir_and_restores_cwd(tmp_path):
+def test_mount_rootfs_honours_chdir_and_restores_cwd(tmp_path, monkeypatch):
+    # The single-threaded path (chdir and back); with other threads alive (other tests' daemons
+    # and watchers) the service forks a child instead, whose calls this recorder cannot see.
+    import pallet.image.service as service_mod
+
+    monkeypatch.setattr(service_mod.threading, "active_count", lambda: 1)
     seen: list[str] = []
 
     class Rec(RecordingSyscalls):

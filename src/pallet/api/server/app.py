@@ -63,6 +63,7 @@ def create_app(host: HostInfo, counts: SystemCounts | None = None, *,
 
     async def start_engine(app: web.Application) -> None:
         await asyncio.to_thread(app[ENGINE_KEY].start, app[IMAGES_KEY])
+        await asyncio.to_thread(app[IMAGES_KEY].enforce_policy)
 
     async def close_backends(app: web.Application) -> None:
         # The engine first: it uses the image service.

@@ -8,6 +8,7 @@ tests directly. `SystemCounts` is the seam the engine and the image store implem
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 if TYPE_CHECKING:
     from pallet.engine.containers import Engine
     from pallet.image.service import ImageService
+
+log = logging.getLogger("palletd.images")
 
 
 @dataclass(frozen=True)
@@ -95,11 +98,30 @@ class ImageBackend:
     lock (and a file lock against other processes), and blobs are content-addressed.
     """
 
-    def __init__(self, data_root: str, factory: Any = None) -> None:
+    def __init__(self, data_root: str, factory: Any = None, *, max_size: int = 0, min_free: int = 0) -> None:
         self.data_root = data_root
         self._factory = factory
         self._service: Any = None
         self._lock = threading.Lock()
+        self.max_size, self.min_free = max_size, min_free
+        self._policy_lock = threading.Lock()
+
+    def enforce_policy(self) -> Any:
+        """The automatic store policy (Docker has none): after anything that adds images, and at
+        start-up, delete unused images, least recently used first, until the store is under
+        --image-store-max-size and the file system has --image-store-min-free. None when off."""
+        if not (self.max_size or self.min_free):
+            return None
+        from pallet.image.gc import GarbageCollector
+
+        svc = self.get()
+        with self._policy_lock:
+            gc = GarbageCollector(svc.content, svc.meta, svc.snapshots, data_root=svc.root)
+            result = gc.enforce_watermark(max_bytes=self.max_size or None,
+                                          min_free_bytes=self.min_free or None)
+        if getattr(result, "deleted", None):
+            log.info("image store policy deleted %s", ", ".join(map(str, result.deleted)))
+        return result
 
     def get(self) -> ImageService:
         with self._lock:

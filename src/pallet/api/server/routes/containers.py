@@ -62,6 +62,8 @@ STREAM_IDS = {"stdout": STDOUT, "stderr": STDERR}
 # How often an attach that follows the log looks for new output and at the container's state.
 FOLLOW_POLL = 0.05
 STATS_INTERVAL = 1.0
+# How often a followed log with nothing new to send checks that its client is still there.
+CLIENT_CHECK = 0.5
 
 
 def register(router: Router) -> None:
@@ -221,19 +223,19 @@ def _timeout(request: web.Request) -> int | None:
     return int_value(request, "t") if request.query.get("t", "") != "" else None
 
 
+def _signal(request: web.Request) -> dict[str, str]:
+    """`signal=` (API >= 1.42) for the engine's stop/restart; absent: the container's StopSignal."""
+    sig = request.query.get("signal", "")
+    return {"signal": sig} if sig else {}
+
+
 async def stop(request: web.Request) -> web.Response:
-    if request.query.get("signal"):
-        # The engine stops with the container's StopSignal; a per-request signal needs
-        # Engine.stop(signal=...).
-        raise NotSupported("stop with a signal is not supported yet: use kill, then stop")
-    stopped = await _call(request, "stop", request.match_info["id"], _timeout(request))
+    stopped = await _call(request, "stop", request.match_info["id"], _timeout(request), **_signal(request))
     return _no_content() if stopped else web.Response(status=304)
 
 
 async def restart(request: web.Request) -> web.Response:
-    if request.query.get("signal"):
-        raise NotSupported("restart with a signal is not supported yet")
-    await _call(request, "restart", request.match_info["id"], _timeout(request))
+    await _call(request, "restart", request.match_info["id"], _timeout(request), **_signal(request))
     return _no_content()
 
 
@@ -285,55 +287,11 @@ async def remove(request: web.Request) -> web.Response:
 
 
 async def prune(request: web.Request) -> web.Response:
+    """Which containers count as stopped, and the filters (until, label, label!), are the
+    engine's (Engine.prune)."""
     filters = parse_filters(request.query.get("filters", ""))
-    for k in filters:
-        if k not in ("until", "label", "label!"):
-            raise InvalidArgument(f"invalid filter '{k}'")
-    until = None
-    if filters.get("until"):
-        until = _until(filters["until"][0])
-    labels = filters.get("label") or []
-    not_labels = filters.get("label!") or []
-    engine = engine_of(request)
-
-    def work() -> dict[str, Any]:
-        # Every container that is not running (Docker's prune: created, exited, dead).
-        stopped = engine.list(all=True, filters={"status": ["created", "exited", "dead"],
-                                                 **({"label": labels} if labels else {})})
-        deleted = []
-        for c in stopped:
-            if until is not None and c["Created"] >= until:
-                continue
-            if any(_label_has(c.get("Labels") or {}, spec) for spec in not_labels):
-                continue
-            try:
-                engine.remove(c["Id"])
-            except PalletError as exc:  # started or removed meanwhile: not ours to prune
-                log.debug("prune: skipping %s: %s", c["Id"][:12], exc)
-                continue
-            deleted.append(c["Id"])
-        return {"ContainersDeleted": deleted or None, "SpaceReclaimed": 0}
-
-    return web.json_response(await asyncio.to_thread(work))
-
-
-def _until(raw: str) -> float:
-    """Prune's `until`: a timestamp, or a Go duration before now ("10m", "24h")."""
-    import re
-
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ns|us|ms|s|m|h)", raw.strip())
-    if m:
-        scale = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}[m.group(2)]
-        return time.time() - float(m.group(1)) * scale
-    ts = parse_timestamp(raw, "until")
-    if ts is None:
-        raise InvalidArgument(f"invalid value for until: {raw!r}")
-    return ts
-
-
-def _label_has(labels: dict[str, str], spec: str) -> bool:
-    k, sep, v = spec.partition("=")
-    return k in labels and (not sep or labels[k] == v)
+    deleted = await _call(request, "prune", filters)
+    return web.json_response({"ContainersDeleted": list(deleted) or None, "SpaceReclaimed": 0})
 
 
 # --- wait -----------------------------------------------------------------------------------------
@@ -381,28 +339,46 @@ async def logs(request: web.Request) -> web.StreamResponse:
     engine = engine_of(request)
     info = await asyncio.to_thread(engine.inspect, cid)
     follow = bool_value(request, "follow")
+    # Set when the client goes away (or the handler ends): the engine's follow stops polling.
+    cancel = threading.Event()
     records = await asyncio.to_thread(
         engine.logs, cid, follow=follow, since=parse_timestamp(request.query.get("since", ""), "since"),
         until=parse_timestamp(request.query.get("until", ""), "until"),
         timestamps=bool_value(request, "timestamps"), tail=parse_tail(request.query.get("tail", "")),
-        stdout=stdout, stderr=stderr)
+        stdout=stdout, stderr=stderr, cancel=cancel)
     tty = _is_tty(info)
     response = web.StreamResponse(status=200, headers={
         "Content-Type": RAW_STREAM if tty else MULTIPLEXED_STREAM})
-    await response.prepare(request)
-    writer = StreamWriter(response, multiplexed=not tty)
-    async for stream, data in _iterate(records):
-        await writer.write(STREAM_IDS.get(stream, STDOUT), data)
-    await response.write_eof()
+    try:
+        await response.prepare(request)
+        writer = StreamWriter(response, multiplexed=not tty)
+        async for stream, data in _iterate(records, cancel, gone=lambda: _client_gone(request)):
+            await writer.write(STREAM_IDS.get(stream, STDOUT), data)
+        if _client_gone(request):
+            return response
+        await response.write_eof()
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    finally:
+        cancel.set()
     return response
 
 
-async def _iterate(records: Iterator[tuple[str, bytes]]) -> AsyncIterator[tuple[str, bytes]]:
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def _iterate(records: Iterator[tuple[str, bytes]], cancel: threading.Event | None = None, *,
+                   gone: Callable[[], bool] | None = None) -> AsyncIterator[tuple[str, bytes]]:
     """A blocking iterator read in a thread of its own, one record at a time handed to the loop
-    (so a slow client holds the reader back instead of filling memory)."""
+    (so a slow client holds the reader back instead of filling memory). `cancel` is set when the
+    consumer stops (the iterator's producer, e.g. Engine.logs, stops too); `gone()` is asked every
+    CLIENT_CHECK seconds while nothing arrives: true ends the iteration (a client that hung up on
+    a quiet followed log)."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[str, bytes] | BaseException | None] = asyncio.Queue(maxsize=64)
-    stop = threading.Event()
+    stop = cancel if cancel is not None else threading.Event()
 
     def put(item: tuple[str, bytes] | BaseException | None) -> None:
         fut = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
@@ -430,7 +406,15 @@ async def _iterate(records: Iterator[tuple[str, bytes]]) -> AsyncIterator[tuple[
     threading.Thread(target=run, daemon=True, name="pallet-api-logs").start()
     try:
         while True:
-            item = await queue.get()
+            if gone is None:
+                item = await queue.get()
+            else:
+                try:
+                    item = await asyncio.wait_for(queue.get(), CLIENT_CHECK)
+                except TimeoutError:
+                    if gone():
+                        return
+                    continue
             if item is None:
                 return
             if isinstance(item, BaseException):

@@ -86,6 +86,11 @@ async def _run(request: web.Request, fn: Callable[[ImageService], T]) -> T:
     return await asyncio.to_thread(lambda: fn(backend.get()))
 
 
+async def _enforce_policy(request: web.Request) -> None:
+    """Apply the daemon's automatic image-store policy after an operation that added images."""
+    await asyncio.to_thread(request.app[IMAGES_KEY].enforce_policy)
+
+
 def _docker_ref(name: str) -> str:
     """How Docker names what it did not find: `busybox` -> `busybox:latest`; ids as given."""
     hex_part = name.removeprefix("sha256:")
@@ -436,6 +441,7 @@ async def load(request: web.Request) -> web.StreamResponse:
     # (quiet drops only the progress bars, which Pallet does not draw).
     body = _BodyReader(request, asyncio.get_running_loop())
     loaded = await _run(request, lambda svc: archive.load(svc.content, svc.meta, body))  # type: ignore[arg-type]
+    await _enforce_policy(request)
     response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
     await response.prepare(request)
     for item in loaded:
@@ -474,6 +480,7 @@ async def create(request: web.Request) -> web.StreamResponse:
     body = _BodyReader(request, asyncio.get_running_loop())
     image_id = await _run(request, lambda svc: svc.import_image(
         body, name, changes, message, source="-"))  # type: ignore[arg-type]
+    await _enforce_policy(request)
     response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
     await response.prepare(request)
     # moby's import answers the new id as one progress status line.
@@ -548,6 +555,7 @@ async def bootstrap(request: web.Request) -> web.StreamResponse:
     else:
         image_id = task.result()  # errors here still get their own status
         await progress.start()
+    await _enforce_policy(request)
     await progress.status(f"Bootstrapped {familiar}", id=short_id(image_id))
     await progress.aux({"ID": image_id, "Name": familiar})
     await progress.finish()
