@@ -192,6 +192,19 @@ def tcp_listener(addr: Address) -> socket.socket:
     return sock
 
 
-def remove_socket(path: str) -> None:
+def file_id(path: str) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of `path`, or None: to remove at shutdown only what we created."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def remove_socket(path: str, ident: tuple[int, int] | None = None) -> None:
+    """Unlink our socket; if `ident` is given and the path is now another daemon's (our directory
+    was removed and a new palletd bound the same path), leave it alone."""
+    if ident is not None and file_id(path) != ident:
+        return
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)

@@ -101,8 +101,13 @@ class PidFile:
         os.fsync(self._fd)
 
     def remove(self) -> None:
+        # Only our own file: if the exec-root was removed and another palletd made a new pid file
+        # at the same path, unlinking by name would delete theirs.
+        st = os.fstat(self._fd)
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+            cur = os.lstat(self.path)
+            if (cur.st_dev, cur.st_ino) == (st.st_dev, st.st_ino):
+                os.unlink(self.path)
         os.close(self._fd)
 
 
@@ -140,7 +145,7 @@ async def serve(config: DaemonConfig) -> None:
         os.makedirs(d, mode=mode, exist_ok=True)
     pidfile = PidFile(config.effective_pidfile)
     runner: web.AppRunner | None = None
-    sockets: list[str] = []
+    sockets: list[tuple[str, tuple[int, int] | None]] = []
     try:
         host = hostinfo.gather(config, engine=hostinfo.engine_id(config.data_root), warnings=tuple(warnings))
         runtimes = {name: [spec["path"], *spec.get("runtimeArgs", [])]
@@ -156,7 +161,7 @@ async def serve(config: DaemonConfig) -> None:
         for addr in addrs:
             if addr.scheme == "unix":
                 sock = listeners.unix_listener(addr.path, config.group)
-                sockets.append(addr.path)
+                sockets.append((addr.path, listeners.file_id(addr.path)))
                 await web.SockSite(runner, sock).start()
             else:
                 sock = listeners.tcp_listener(addr)
@@ -178,8 +183,8 @@ async def serve(config: DaemonConfig) -> None:
     finally:
         if runner is not None:
             await runner.cleanup()
-        for path in sockets:
-            listeners.remove_socket(path)
+        for path, ident in sockets:
+            listeners.remove_socket(path, ident)
         pidfile.remove()
     log.info("palletd stopped")
 

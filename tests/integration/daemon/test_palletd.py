@@ -10,6 +10,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -232,3 +233,20 @@ def test_daemon_stays_up_under_garbage(daemon):
     wait_for(lambda: Client(daemon.host).ping() is not None, what="ping after garbage")
     time.sleep(0.1)
     assert daemon.proc.poll() is None
+
+
+def test_a_stopping_daemon_leaves_a_newer_daemons_socket_and_pid_file(tmp_path):
+    """The exec-root of a running palletd is wiped and a second palletd starts on the same paths;
+    when the first one stops it must not unlink the second one's socket or pid file."""
+    root = Path(tempfile.mkdtemp(prefix="pd", dir="/tmp"))
+    try:
+        with palletd(root=root) as first:
+            os.unlink(first.socket)
+            os.unlink(root / "exec" / "palletd.pid")
+            with palletd(root=root) as second:
+                stop(first.proc)
+                assert second.socket.exists()
+                assert (root / "exec" / "palletd.pid").read_text().strip() == str(second.proc.pid)
+                assert Client(second.host).ping()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
