@@ -166,6 +166,7 @@ class Runtime:
             st.pid_start = proc_start_time(pid) or 0
             _reap(stage1_pid)
             stage1_pid = 0
+            parent.send("continue")
             while True:
                 msg, _ = parent.recv()
                 if msg["type"] == "hook":

@@ -104,6 +104,9 @@ def stage2(plan: InitPlan, chan: Channel, syscalls) -> None:
     config = plan.config
     linux = config.get("linux") or {}
     process = config["process"]
+    # Stage 1 and we share the channel: speak only once the runtime has stage 1's "pid" message,
+    # or our first message could overtake it (seen under load: "expected 'pid', got 'created'").
+    chan.recv("continue")
     os.setsid()
     idx = [i for i, m in enumerate(config.get("mounts") or []) if _is_idmapped(m)]
     idmapped = dict(zip(idx, config.pop("_idmap_fds")))

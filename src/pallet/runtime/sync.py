@@ -1,7 +1,8 @@
 """The sync-pipe protocol between pallet-runtime and the processes it forks.
 
 A SOCK_SEQPACKET socketpair: one JSON object per message, file descriptors riding along as
-SCM_RIGHTS. Message types: go, userns, mapped, idmap-fds, pid, hook, hook-done, created, error.
+SCM_RIGHTS. Message types: go, userns, mapped, ns-ready, ns-ack (idmapped mount fds), pid, continue, hook,
+hook-done, created, error.
 The child side uses it between fork and execve, so it does nothing but send and receive.
 """
 
