@@ -23,6 +23,7 @@ VERBS: dict[str, str] = {
     "attach": "Attach local standard input, output, and error streams to a running container",
     "commit": "Create a new image from a container's changes",
     "container": "Manage containers (ls, create, start, stop, rm, inspect, logs, exec, prune, ...)",
+    "cp": "Copy files/folders between a container and the local filesystem",
     "create": "Create a new container",
     "exec": "Execute a command in a running container",
     "export": "Export a container's filesystem as a tar archive",
@@ -51,6 +52,7 @@ VERBS: dict[str, str] = {
     "unpause": "Unpause all processes within one or more containers",
     "update": "Update configuration of one or more containers",
     "version": "Show the Pallet version information",
+    "volume": "Manage volumes (create, ls, inspect, rm, prune)",
     "wait": "Block until one or more containers stop, then print their exit codes",
 }
 

@@ -12,8 +12,10 @@ What is mapped, following moby's daemon/oci_linux.go:
 - linux.resources: Memory, MemorySwap (Docker's total memory+swap; 0 with Memory = twice
   Memory), MemoryReservation, OomKillDisable, NanoCpus (as quota/period 100 ms), CpuShares,
   CpuQuota, CpuPeriod, CpusetCpus/Mems, PidsLimit, BlkioWeight, Devices.
-- mounts: Binds "src:dst[:opts]" (absolute host paths only: named volumes are not here yet),
-  Mounts of type bind and tmpfs, Tmpfs, ShmSize, /etc/hostname, /etc/hosts, /etc/resolv.conf.
+- mounts: Binds "src:dst[:opts]" (an absolute host path, or a volume name), Mounts of type bind,
+  volume and tmpfs, Config.Volumes (the image's and the request's: anonymous volumes), Tmpfs,
+  ShmSize, /etc/hostname, /etc/hosts, /etc/resolv.conf. Volumes are the engine's: `volume_requests`
+  says which a container needs, and `build_spec` gets their host directories by destination.
 - Privileged: every capability, no seccomp filter, no masked or read-only paths, /sys and
   cgroups writable, every device allowed in the devices cgroup; host device nodes are not
   populated in /dev (use Devices for those).
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -56,6 +59,7 @@ ULIMITS = {
     "stack": "RLIMIT_STACK", "as": "RLIMIT_AS",
 }
 
+_VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")  # Docker's local volume names
 _BIND_OPTS = {"ro", "rw", "z", "Z", "nocopy", "rprivate", "private", "rshared", "shared", "rslave", "slave"}
 
 UserLookup = Callable[[str], tuple[int, int, list[int]]]
@@ -75,16 +79,24 @@ def _caps(names: list[str] | None, what: str) -> list[str]:
     return out
 
 
+def is_volume_source(src: str) -> bool:
+    """A Binds source that names a volume (not an absolute host path)."""
+    return not os.path.isabs(src)
+
+
 def parse_bind(spec: str) -> dict[str, Any]:
-    """One HostConfig.Binds entry "src:dst[:opts]" as an OCI mount (absolute sources only)."""
+    """One HostConfig.Binds entry "src:dst[:opts]" as an OCI mount. A source that is not an
+    absolute path names a volume: the mount's source is then that name (build_spec swaps in
+    the volume's directory)."""
     parts = spec.split(":")
     if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
         raise InvalidArgument(f"invalid bind mount spec {spec!r}: want src:dst[:options]")
     src, dst = parts[0], parts[1]
     opts = parts[2].split(",") if len(parts) == 3 and parts[2] else []
-    if not os.path.isabs(src):
-        raise InvalidArgument(f"invalid bind mount {spec!r}: the source must be an absolute host path "
-                              "(named volumes are not supported yet)")
+    if is_volume_source(src) and not _VOLUME_NAME.match(src):
+        raise InvalidArgument(f'invalid bind mount {spec!r}: "{src}" includes invalid characters for a local '
+                              'volume name, only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed. If you intended '
+                              "to pass a host directory, use absolute path")
     if not os.path.isabs(dst) or os.path.normpath(dst) == "/":
         raise InvalidArgument(f"invalid bind mount {spec!r}: the destination must be an absolute path, not /")
     for o in opts:
@@ -93,8 +105,8 @@ def parse_bind(spec: str) -> dict[str, Any]:
     options = ["rbind", "ro" if "ro" in opts else "rw"]
     options += [o for o in opts if o in ("rprivate", "private", "rshared", "shared", "rslave", "slave")] or \
         ["rprivate"]
-    return {"destination": os.path.normpath(dst), "type": "bind", "source": os.path.normpath(src),
-            "options": options}
+    return {"destination": os.path.normpath(dst), "type": "bind",
+            "source": src if is_volume_source(src) else os.path.normpath(src), "options": options}
 
 
 def tmpfs_mount(dst: str, opts: str = "") -> dict[str, Any]:
@@ -106,7 +118,8 @@ def tmpfs_mount(dst: str, opts: str = "") -> dict[str, Any]:
 
 
 def _mount_from_api(m: Mapping[str, Any]) -> dict[str, Any]:
-    """A HostConfig.Mounts entry (the --mount form) of type bind or tmpfs."""
+    """A HostConfig.Mounts entry (the --mount form) of type bind, volume or tmpfs. A volume's
+    source is its name ("" for an anonymous one), as parse_bind's."""
     typ, src, dst = m.get("Type", "volume"), m.get("Source", ""), m.get("Target", "")
     if typ == "bind":
         if not os.path.isabs(src or ""):
@@ -126,7 +139,42 @@ def _mount_from_api(m: Mapping[str, Any]) -> dict[str, Any]:
         if m.get("ReadOnly"):
             topts.append("ro")
         return tmpfs_mount(dst, ",".join(topts))
-    raise NotSupported(f"Mounts: type {typ!r} is not supported yet (bind and tmpfs are)")
+    if typ == "volume":
+        if src and not _VOLUME_NAME.match(src):
+            raise InvalidArgument(f"Mounts: invalid volume name {src!r}")
+        driver = ((m.get("VolumeOptions") or {}).get("DriverConfig") or {}).get("Name") or "local"
+        if driver != "local":
+            raise NotSupported(f"Mounts: volume driver {driver!r} is not supported (local is)")
+        if not os.path.isabs(dst or "") or os.path.normpath(dst) == "/":
+            raise InvalidArgument(f"Mounts: invalid volume target {dst!r}: want an absolute path, not /")
+        return {"destination": os.path.normpath(dst), "type": "bind", "source": src or "",
+                "options": ["rbind", "ro" if m.get("ReadOnly") else "rw", "rprivate"]}
+    raise NotSupported(f"Mounts: type {typ!r} is not supported yet (bind, volume and tmpfs are)")
+
+
+def volume_requests(image_config: Mapping[str, Any], cfg: Mapping[str, Any],
+                    hc: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The volumes a validated (cfg, hc) needs, in mount order: {"Name" ("" = a new anonymous
+    one), "Destination", "RW"}. Named Binds, Mounts of type volume, then Config.Volumes (the
+    image's and the request's) whose destination no Binds/Mounts/Tmpfs entry covers."""
+    out: list[dict[str, Any]] = []
+    taken: set[str] = set()
+    user = [parse_bind(b) for b in hc.get("Binds") or []]
+    user += [_mount_from_api(m) for m in hc.get("Mounts") or []]
+    for m in user:
+        taken.add(m["destination"])
+        if m["type"] == "bind" and is_volume_source(m["source"]):
+            out.append({"Name": m["source"], "Destination": m["destination"], "RW": "ro" not in m["options"]})
+    taken |= {os.path.normpath(d) for d in (hc.get("Tmpfs") or {})}
+    for vols in (image_config.get("Volumes"), cfg.get("Volumes")):
+        for dst in vols or {}:
+            if not isinstance(dst, str) or not os.path.isabs(dst) or os.path.normpath(dst) == "/":
+                raise InvalidArgument(f"Config.Volumes: invalid destination {dst!r}")
+            dst = os.path.normpath(dst)
+            if dst not in taken:
+                taken.add(dst)
+                out.append({"Name": "", "Destination": dst, "RW": True})
+    return out
 
 
 def _int(hc: Mapping[str, Any], key: str) -> int:
@@ -332,9 +380,10 @@ def numeric_user(user: str) -> tuple[int, int, list[int]] | None:
 def build_spec(image_config: Mapping[str, Any], cfg: Mapping[str, Any], hc: Mapping[str, Any], *,
                cid: str, rootfs: str, cgroup_parent: str, hostname: str = "",
                files: Mapping[str, str] | None = None, lookup_user: UserLookup | None = None,
-               host_hostname: str = "") -> dict[str, Any]:
+               host_hostname: str = "", volumes: Mapping[str, str] | None = None) -> dict[str, Any]:
     """config.json for a validated (cfg, hc) of an image; `files` maps /etc/hostname, /etc/hosts,
-    /etc/resolv.conf to host files to bind; `lookup_user` resolves a user name in the rootfs."""
+    /etc/resolv.conf to host files to bind; `lookup_user` resolves a user name in the rootfs;
+    `volumes` maps the destination of every volume of `volume_requests` to its host directory."""
     from pallet.runtime.spec import default_spec
 
     argv = command_of(image_config, cfg)
@@ -470,12 +519,23 @@ def build_spec(image_config: Mapping[str, Any], cfg: Mapping[str, Any], hc: Mapp
         if privileged and m["type"] in ("sysfs", "cgroup"):
             m = {**m, "options": [o for o in m["options"] if o != "ro"] + ["rw"]}
         mounts.append(m)
+    vols = dict(volumes or {})
     user_mounts = [parse_bind(b) for b in hc.get("Binds") or []]
     user_mounts += [_mount_from_api(m) for m in hc.get("Mounts") or []]
+    for i, m in enumerate(user_mounts):
+        if m["type"] == "bind" and is_volume_source(m["source"]):
+            if m["destination"] not in vols:
+                raise InvalidArgument(f"no volume for the mount at {m['destination']}")
+            user_mounts[i] = {**m, "source": vols[m["destination"]]}
     user_mounts += [tmpfs_mount(d, o) for d, o in (hc.get("Tmpfs") or {}).items()]
     taken = {m["destination"] for m in user_mounts}
     if len(taken) != len(user_mounts):
         raise InvalidArgument("Duplicate mount point: two mounts share a destination")
+    for dst, src in vols.items():
+        if dst not in taken:  # Config.Volumes: anonymous volumes
+            taken.add(dst)
+            user_mounts.append({"destination": dst, "type": "bind", "source": src,
+                                "options": ["rbind", "rw", "rprivate"]})
     mounts = [m for m in mounts if m["destination"] not in taken]
     for dst, src in (files or {}).items():
         if dst not in taken:

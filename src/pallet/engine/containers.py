@@ -13,7 +13,8 @@ On disk, version 1:
     <data-root>/containers/<id>/container.json   the record (atomic: temp + fsync + rename):
         {"version": 1, "id", "name", "created", "image", "image_ref", "config", "host_config",
          "runtime", "state": ContainerState.to_dict(), "restart_count", "monitor_pid",
-         "monitor_start", "init_start"}
+         "monitor_start", "init_start", "volumes": [{"Name", "Destination", "RW", "Anonymous"}]}
+    <data-root>/volumes/                          named volumes (pallet.engine.volumes)
     <data-root>/containers/<id>/config.json      the OCI bundle's spec (written at each start)
     <data-root>/containers/<id>/rootfs/          the mount point of the container's snapshot
     <data-root>/containers/<id>/<id>-json.log    the json-file log (pallet.engine.logs)
@@ -51,6 +52,7 @@ from pallet.engine.runtimes import (
     signal_number,
 )
 from pallet.engine.state import ContainerState, Status, check_transition
+from pallet.engine.volumes import VolumeStore
 from pallet.errors import (
     Conflict,
     InvalidArgument,
@@ -100,6 +102,7 @@ class Container:
     monitor_pid: int = 0
     monitor_start: int = 0
     init_start: int = 0
+    volumes: list[dict[str, Any]] = field(default_factory=list)  # volume_requests, names resolved
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     exits: int = 0  # how many exits were seen by this Engine (wait "next-exit")
     removed: bool = False
@@ -112,7 +115,7 @@ class Container:
                 "image": self.image, "image_ref": self.image_ref, "config": self.config,
                 "host_config": self.host_config, "runtime": self.runtime, "state": self.state.to_dict(),
                 "restart_count": self.restart_count, "monitor_pid": self.monitor_pid,
-                "monitor_start": self.monitor_start, "init_start": self.init_start}
+                "monitor_start": self.monitor_start, "init_start": self.init_start, "volumes": self.volumes}
 
     @classmethod
     def from_record(cls, d: Mapping[str, Any]) -> Container:
@@ -122,7 +125,8 @@ class Container:
                    image_ref=d["image_ref"], config=d["config"], host_config=d["host_config"],
                    runtime=d["runtime"], state=ContainerState.from_dict(d["state"]),
                    restart_count=d.get("restart_count", 0), monitor_pid=d.get("monitor_pid", 0),
-                   monitor_start=d.get("monitor_start", 0), init_start=d.get("init_start", 0))
+                   monitor_start=d.get("monitor_start", 0), init_start=d.get("init_start", 0),
+                   volumes=list(d.get("volumes") or []))
 
 
 @dataclass(eq=False)
@@ -249,6 +253,9 @@ class Engine:
         self._containers: dict[str, Container] = {}
         self._names: dict[str, str] = {}
         self._execs: dict[str, ExecConfig] = {}
+        # Volumes of containers being created (not in _containers yet): in use all the same.
+        self._pending_volumes: dict[str, builtins.list[str]] = {}
+        self.volumes = VolumeStore(self.data_root, self._volume_users)
         self._watcher = _Watcher(self._on_monitor_exit)
         self._load()
 
@@ -266,6 +273,11 @@ class Engine:
     def _rootfs(self, cid: str) -> str:
         return os.path.join(self._dir(cid), "rootfs")
 
+    def rootfs_path(self, cid: str) -> str:
+        """Where the container's rootfs is mounted while it runs (engine/archive.py mounts it
+        there for a moment when it does not)."""
+        return self._rootfs(cid)
+
     def log_path(self, cid: str) -> str:
         return os.path.join(self._dir(cid), f"{cid}-json.log")
 
@@ -275,6 +287,29 @@ class Engine:
 
     def _save(self, c: Container) -> None:
         _write_json_atomic(os.path.join(self._dir(c.id), "container.json"), c.to_record())
+
+    def _volume_users(self, name: str) -> builtins.list[str]:
+        """Ids of the containers that use volume `name` (VolumeStore's in-use check)."""
+        with self._guard:
+            users = [c.id for c in self._containers.values() if any(v["Name"] == name for v in c.volumes)]
+            return users + [cid for cid, names in self._pending_volumes.items() if name in names]
+
+    def _create_volumes(self, c: Container, image_config: Mapping[str, Any]) -> None:
+        """Create (or find) the container's volumes and mark them in use, under the store's lock
+        so that none is removed in between."""
+        with self.volumes.lock:
+            for req in bundlemod.volume_requests(image_config, c.config, c.host_config):
+                v = self.volumes.create(req["Name"] or None, anonymous=not req["Name"])
+                c.volumes.append({"Name": v["Name"], "Destination": req["Destination"], "RW": req["RW"],
+                                  "Anonymous": not req["Name"]})
+                with self._guard:
+                    self._pending_volumes[c.id] = [x["Name"] for x in c.volumes]
+
+    def _remove_anonymous_volumes(self, c: Container) -> None:
+        for v in c.volumes:
+            if v.get("Anonymous"):
+                with contextlib.suppress(Conflict, NotFound, OSError):
+                    self.volumes.remove(v["Name"])
 
     def close(self) -> None:
         """Stop watching (containers and their monitors keep running)."""
@@ -333,6 +368,7 @@ class Engine:
                       config=self._full_config(cfg, image_config, cid), host_config=hc, runtime=rt)
         try:
             os.makedirs(self._rootfs(cid), mode=0o700)
+            self._create_volumes(c, image_config)
             self._write_etc_files(c)
             self.images.prepare_container_rootfs(cid, img)
             self._save(c)
@@ -342,9 +378,12 @@ class Engine:
             shutil.rmtree(self._dir(cid), ignore_errors=True)
             with self._guard:
                 self._names.pop(name, None)
+                self._pending_volumes.pop(cid, None)
+            self._remove_anonymous_volumes(c)
             raise
         with self._guard:
             self._containers[cid] = c
+            self._pending_volumes.pop(cid, None)
         return cid
 
     @staticmethod
@@ -453,10 +492,12 @@ class Engine:
             cgroup_parent=self.cgroup_parent, hostname=c.config.get("Hostname", ""),
             files={"/etc/hostname": os.path.join(d, "hostname"), "/etc/hosts": os.path.join(d, "hosts"),
                    "/etc/resolv.conf": os.path.join(d, "resolv.conf")},
-            lookup_user=lambda user: _lookup_user(rootfs, user), host_hostname=socket.gethostname())
+            lookup_user=lambda user: _lookup_user(rootfs, user), host_hostname=socket.gethostname(),
+            volumes={v["Destination"]: self.volumes.mountpoint(v["Name"]) for v in c.volumes})
         # Docker creates missing bind sources (Binds only, not Mounts).
         for b in c.host_config.get("Binds") or []:
-            os.makedirs(b.split(":")[0], exist_ok=True)
+            if not bundlemod.is_volume_source(b.split(":")[0]):
+                os.makedirs(b.split(":")[0], exist_ok=True)
         _write_json_atomic(os.path.join(d, "config.json"), spec)
 
     def _spawn_monitor(self, c: Container) -> dict[str, Any]:
@@ -512,7 +553,7 @@ class Engine:
             auto = bool(c.host_config.get("AutoRemove"))
         if auto:
             with contextlib.suppress(NotFound, Conflict):
-                self.remove(cid, force=True)
+                self.remove(cid, force=True, volumes=True)
 
     def _exited_locked(self, c: Container) -> None:
         """The monitor is gone: record the exit, clean the runtime state and the mount."""
@@ -641,8 +682,8 @@ class Engine:
 
     # --- remove, rename, update -------------------------------------------------------------------
     def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
-        """Remove a container (force: kill it first). `volumes` has nothing to do until named
-        volumes exist (anonymous volumes are not created yet)."""
+        """Remove a container (force: kill it first; volumes: remove its anonymous volumes too,
+        as dockerd: named ones stay)."""
         c = self.get(ref)
         with c.lock:
             if c.removed:
@@ -660,6 +701,8 @@ class Engine:
             c.state.set(Status.REMOVING)
             self._save(c)
             self._remove_locked(c)
+        if volumes:
+            self._remove_anonymous_volumes(c)
 
     def _remove_locked(self, c: Container) -> None:
         self._runtime(c).delete(c.id)
@@ -989,8 +1032,14 @@ class Engine:
         out = []
         for b in c.host_config.get("Binds") or []:
             m = bundlemod.parse_bind(b)
+            if bundlemod.is_volume_source(m["source"]):
+                continue
             out.append({"Type": "bind", "Source": m["source"], "Destination": m["destination"], "Mode": "",
                         "RW": "ro" not in m["options"], "Propagation": m["options"][-1]})
+        for v in c.volumes:
+            out.append({"Type": "volume", "Name": v["Name"], "Source": self.volumes.mountpoint(v["Name"]),
+                        "Destination": v["Destination"], "Driver": "local", "Mode": "", "RW": bool(v["RW"]),
+                        "Propagation": ""})
         for d in (c.host_config.get("Tmpfs") or {}):
             out.append({"Type": "tmpfs", "Source": "", "Destination": d, "Mode": "", "RW": True,
                         "Propagation": ""})
@@ -1052,7 +1101,7 @@ class Engine:
                 auto = bool(c.host_config.get("AutoRemove"))
             if auto:
                 with contextlib.suppress(PalletError):
-                    self.remove(c.id, force=True)
+                    self.remove(c.id, force=True, volumes=True)
 
 
 # --- pure helpers ---------------------------------------------------------------------------------

@@ -72,7 +72,7 @@ def test_resources(hc, resources):
     ({"Memory": 1024}, "Minimum memory"),
     ({"NanoCpus": 1, "CpuQuota": 1}, "Conflicting options"),
     ({"MemorySwap": 100 << 20}, "Memory limit"),
-    ({"Binds": ["rel:/x"]}, "absolute"),
+    ({"Binds": ["./rel:/x"]}, "invalid characters"),
     ({"Binds": ["/a:rel"]}, "destination"),
     ({"Binds": ["/a:/"]}, "destination"),
     ({"Binds": ["/a:/b:bogus"]}, "unknown option"),
@@ -93,7 +93,8 @@ def test_invalid_host_config(hc, message):
 
 @pytest.mark.parametrize("hc", [{"NetworkMode": "container:x"}, {"NetworkMode": "mynet"},
                                 {"PidMode": "host"}, {"LogConfig": {"Type": "syslog"}},
-                                {"Mounts": [{"Type": "volume", "Source": "v", "Target": "/v"}]},
+                                {"Mounts": [{"Type": "volume", "Source": "vol", "Target": "/v",
+                                             "VolumeOptions": {"DriverConfig": {"Name": "nfs"}}}]},
                                 {"RestartPolicy": {"Name": "always"}}])
 def test_not_supported(hc):
     with pytest.raises(NotSupported):

@@ -47,10 +47,12 @@ def create_app(host: HostInfo, counts: SystemCounts | None = None, *,
     `EngineBackend(default_engine_factory(host, ...))`; without one the container routes answer
     503 (an app for other routes' tests touches no container state). `counts` defaults to
     counts from both when an engine is given (else zeros)."""
+    from pallet.api.server.routes import archive as archive_routes
     from pallet.api.server.routes import containers as container_routes
     from pallet.api.server.routes import exec as exec_routes
     from pallet.api.server.routes import images as image_routes
     from pallet.api.server.routes import system
+    from pallet.api.server.routes import volumes as volume_routes
 
     app = web.Application(middlewares=[error_middleware, version_middleware],
                           client_max_size=client_max_size)
@@ -86,6 +88,8 @@ def create_app(host: HostInfo, counts: SystemCounts | None = None, *,
     image_routes.register(router)
     container_routes.register(router)
     exec_routes.register(router)
+    volume_routes.register(router)
+    archive_routes.register(router)
     return app
 
 
