@@ -459,7 +459,11 @@ def build_spec(image_config: Mapping[str, Any], cfg: Mapping[str, Any], hc: Mapp
         rl[name] = {"type": name, "soft": int(u.get("Soft", 0)), "hard": int(u.get("Hard", 0))}
     proc["rlimits"] = list(rl.values())
     if tty:
-        proc["consoleSize"] = {"height": 24, "width": 80}
+        # HostConfig.ConsoleSize [height, width] (API 1.42+: the docker CLI sends the terminal's
+        # size at create, so the shell starts with the right one); 24x80 otherwise.
+        size = hc.get("ConsoleSize") or [0, 0]
+        height, width = (int(size[0]), int(size[1])) if len(size) == 2 else (0, 0)
+        proc["consoleSize"] = {"height": height or 24, "width": width or 80}
 
     # resources
     res: dict[str, Any] = {}

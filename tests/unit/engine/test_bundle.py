@@ -199,3 +199,10 @@ def test_status_text():
     st = ContainerState(status=Status.PAUSED, started_at="1970-01-01T00:00:00Z")
     assert _status_text(st, now=7200) == "Up 2 hours (Paused)"
     assert _status_text(ContainerState()) == "Created"
+
+
+def test_console_size_from_host_config():
+    assert spec({"Tty": True}, {"ConsoleSize": [40, 120]})["process"]["consoleSize"] == \
+        {"height": 40, "width": 120}
+    assert spec({"Tty": True}, {"ConsoleSize": [0, 0]})["process"]["consoleSize"] == {"height": 24, "width": 80}
+    assert "consoleSize" not in spec({"Tty": False}, {"ConsoleSize": [40, 120]})["process"]

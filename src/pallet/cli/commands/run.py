@@ -352,6 +352,13 @@ def create_request(args: argparse.Namespace, *, detach: bool = True) -> dict[str
         hc["LogConfig"] = {"Type": args.log_driver or "", "Config": key_values(args.log_opt, "log-opt")}
     if args.rm:
         hc["AutoRemove"] = True
+    if args.tty:
+        # The terminal's size at create, as the docker CLI sends it (HostConfig.ConsoleSize).
+        try:
+            size = os.get_terminal_size(1)
+            hc["ConsoleSize"] = [size.lines, size.columns]
+        except OSError:
+            pass
     cfg["HostConfig"] = hc
     return cfg
 
