@@ -204,5 +204,6 @@ def test_status_text():
 def test_console_size_from_host_config():
     assert spec({"Tty": True}, {"ConsoleSize": [40, 120]})["process"]["consoleSize"] == \
         {"height": 40, "width": 120}
-    assert spec({"Tty": True}, {"ConsoleSize": [0, 0]})["process"]["consoleSize"] == {"height": 24, "width": 80}
+    assert spec({"Tty": True}, {"ConsoleSize": [0, 0]})["process"]["consoleSize"] == \
+        {"height": 24, "width": 80}
     assert "consoleSize" not in spec({"Tty": False}, {"ConsoleSize": [40, 120]})["process"]
