@@ -347,3 +347,31 @@ def execute_template(template: str, data: Any) -> str:
     out: list[str] = []
     _Eval(data).run(_parse(text), data, out)
     return "".join(out)
+
+
+def inspect_many(client: Any, paths: Sequence[str], fmt: str | None) -> int:
+    """`X inspect`: GET each path, print the objects as a JSON array or through `fmt` (a Go
+    template), then one "Error: ..." line per failure; 1 if any failed, as the docker CLI does."""
+    import sys
+
+    from pallet.errors import InvalidArgument, PalletError
+
+    found: list[Any] = []
+    errors: list[str] = []
+    for path in paths:
+        try:
+            found.append(client.get_json(path))
+        except PalletError as exc:
+            errors.append(str(exc))
+    if fmt and fmt != "json":
+        from pallet.cli.main import render_template
+
+        try:
+            sys.stdout.write("".join(render_template(fmt, obj) + "\n" for obj in found))
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from exc
+    else:
+        sys.stdout.write(json.dumps(found, indent=4) + "\n")
+    for e in errors:
+        print(f"Error: {e}", file=sys.stderr)
+    return 1 if errors else 0

@@ -6,11 +6,8 @@ ls, rm, tag, save, load, import and history run the same modules as the top-leve
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import TYPE_CHECKING, Any
-
-from pallet.errors import InvalidArgument, PalletError
 
 if TYPE_CHECKING:
     from pallet.cli.main import Context
@@ -47,26 +44,10 @@ def inspect(ctx: Context, argv: list[str]) -> int:
     args = p.parse_args(argv)
     from urllib.parse import quote
 
-    client = ctx.client()
-    found: list[Any] = []
-    errors: list[str] = []
-    for image in args.images:
-        try:
-            found.append(client.get_json(f"/images/{quote(image, safe='/:@')}/json"))
-        except PalletError as exc:
-            errors.append(str(exc))
-    if args.format and args.format != "json":
-        from pallet.cli.main import render_template
+    from pallet.cli.format import inspect_many
 
-        try:
-            sys.stdout.write("".join(render_template(args.format, obj) + "\n" for obj in found))
-        except ValueError as exc:
-            raise InvalidArgument(str(exc)) from exc
-    else:
-        sys.stdout.write(json.dumps(found, indent=4) + "\n")
-    for e in errors:
-        print(f"Error: {e}", file=sys.stderr)
-    return 1 if errors else 0
+    return inspect_many(ctx.client(), [f"/images/{quote(i, safe='/:@')}/json" for i in args.images],
+                        args.format)
 
 
 def prune(ctx: Context, argv: list[str]) -> int:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from pallet.errors import InvalidArgument, PalletError
@@ -97,26 +96,9 @@ def inspect(ctx: Context, argv: list[str]) -> int:
     p.add_argument("volumes", nargs="+", metavar="VOLUME")
     p.add_argument("-f", "--format", help="Format output using a Go template ('json' for JSON)")
     args = p.parse_args(argv)
-    client = ctx.client()
-    found: list[Any] = []
-    errors: list[str] = []
-    for name in args.volumes:
-        try:
-            found.append(client.get_json(f"/volumes/{quote(name, safe='')}"))
-        except PalletError as exc:
-            errors.append(str(exc))
-    if args.format and args.format != "json":
-        from pallet.cli.main import render_template
+    from pallet.cli.format import inspect_many
 
-        try:
-            sys.stdout.write("".join(render_template(args.format, obj) + "\n" for obj in found))
-        except ValueError as exc:
-            raise InvalidArgument(str(exc)) from exc
-    else:
-        sys.stdout.write(json.dumps(found, indent=4) + "\n")
-    for e in errors:
-        print(f"Error: {e}", file=sys.stderr)
-    return 1 if errors else 0
+    return inspect_many(ctx.client(), [f"/volumes/{quote(n, safe='')}" for n in args.volumes], args.format)
 
 
 def rm(ctx: Context, argv: list[str]) -> int:
