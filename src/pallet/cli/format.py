@@ -375,3 +375,12 @@ def inspect_many(client: Any, paths: Sequence[str], fmt: str | None) -> int:
     for e in errors:
         print(f"Error: {e}", file=sys.stderr)
     return 1 if errors else 0
+
+
+def confirm(warning: str) -> bool:
+    """The docker CLI's prune prompt: the warning, then `[y/N]` read from stdin."""
+    import sys
+
+    sys.stdout.write(f"{warning}\nAre you sure you want to continue? [y/N] ")
+    sys.stdout.flush()
+    return sys.stdin.readline().strip().lower() in ("y", "yes")

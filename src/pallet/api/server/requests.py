@@ -47,3 +47,30 @@ def int_value(request: web.Request, name: str, default: int = 0) -> int:
         return int(raw)
     except ValueError as exc:
         raise InvalidArgument(f"invalid value for {name}: {raw!r} is not an integer") from exc
+
+
+def parse_filters(raw: str, allowed: Any = None) -> dict[str, list[str]]:
+    """Docker's `filters` query value: `{"key": ["v", ...]}` or the old `{"key": {"v": true}}`
+    (moby api/types/filters accepts both; a bare string is taken as one value). With `allowed`,
+    any other key is refused, as dockerd does per endpoint."""
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid filters: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidArgument("invalid filters: expected a JSON object")
+    out: dict[str, list[str]] = {}
+    for key, value in data.items():
+        if allowed is not None and key not in allowed:
+            raise InvalidArgument(f"invalid filter '{key}'")
+        if isinstance(value, dict):
+            out[key] = [str(k) for k, on in value.items() if on]
+        elif isinstance(value, list):
+            out[key] = [str(v) for v in value]
+        elif isinstance(value, str):
+            out[key] = [value]
+        else:
+            raise InvalidArgument(f"invalid filter '{key}': expected a list or a map of values")
+    return out

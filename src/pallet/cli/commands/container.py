@@ -97,12 +97,10 @@ def prune(ctx: Context, argv: list[str], prog: str = "pallet container prune") -
     from pallet.cli.format import human_size
 
     filters = filters_param(args.filter)
-    if not args.force:
-        sys.stdout.write("WARNING! This will remove all stopped containers.\n"
-                         "Are you sure you want to continue? [y/N] ")
-        sys.stdout.flush()
-        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-            return 0
+    from pallet.cli.format import confirm
+
+    if not args.force and not confirm("WARNING! This will remove all stopped containers."):
+        return 0
     body = ctx.client().post_json("/containers/prune", params={"filters": filters or None}) or {}
     deleted = body.get("ContainersDeleted") or []
     if deleted:

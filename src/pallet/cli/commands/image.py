@@ -59,7 +59,7 @@ def prune(ctx: Context, argv: list[str]) -> int:
                    help="Provide filter values (e.g. 'until=<timestamp>', 'label=<key>=<value>')")
     args = p.parse_args(argv)
     from pallet.cli.commands.images import filters_param
-    from pallet.cli.format import human_size
+    from pallet.cli.format import confirm, human_size
 
     filters = filters_param(args.filter)
     if args.all:
@@ -67,9 +67,7 @@ def prune(ctx: Context, argv: list[str]) -> int:
     if not args.force:
         warning = ("WARNING! This will remove all images without at least one container associated to them."
                    if args.all else "WARNING! This will remove all dangling images.")
-        sys.stdout.write(f"{warning}\nAre you sure you want to continue? [y/N] ")
-        sys.stdout.flush()
-        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+        if not confirm(warning):
             return 0
     body = ctx.client().post_json("/images/prune", params={"filters": filters or None})
     items = body.get("ImagesDeleted") or []

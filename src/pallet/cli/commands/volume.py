@@ -129,7 +129,7 @@ def prune(ctx: Context, argv: list[str]) -> int:
                    help="Provide filter values (e.g. 'label=<label>')")
     args = p.parse_args(argv)
     from pallet.cli.commands.images import filters_param
-    from pallet.cli.format import human_size
+    from pallet.cli.format import confirm, human_size
 
     filters = filters_param(args.filter)
     if args.all:
@@ -138,9 +138,7 @@ def prune(ctx: Context, argv: list[str]) -> int:
         warning = ("WARNING! This will remove all local volumes not used by at least one container."
                    if args.all else
                    "WARNING! This will remove anonymous local volumes not used by at least one container.")
-        sys.stdout.write(f"{warning}\nAre you sure you want to continue? [y/N] ")
-        sys.stdout.flush()
-        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+        if not confirm(warning):
             return 0
     body = ctx.client().post_json("/volumes/prune", params={"filters": filters or None})
     names = body.get("VolumesDeleted") or []

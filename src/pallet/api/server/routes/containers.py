@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from pallet.api.server.app import ENGINE_KEY, Router
-from pallet.api.server.requests import bool_value, int_value, json_body
+from pallet.api.server.requests import bool_value, int_value, json_body, parse_filters
 from pallet.api.server.streams import (
     HEADER_SIZE,
     MULTIPLEXED_STREAM,
@@ -131,27 +131,6 @@ async def _blocking(fn: Callable[[], T], started: Callable[[], None] | None = No
 
     threading.Thread(target=run, daemon=True, name="pallet-api-blocking").start()
     return await fut
-
-
-def parse_filters(raw: str) -> dict[str, list[str]]:
-    """Docker's `filters` query value: `{"key": ["v", ...]}` or the old `{"key": {"v": true}}`."""
-    if not raw:
-        return {}
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        raise InvalidArgument(f"invalid filter: {exc}") from exc
-    if not isinstance(data, dict):
-        raise InvalidArgument("invalid filter: want a JSON object")
-    out: dict[str, list[str]] = {}
-    for k, v in data.items():
-        if isinstance(v, dict):
-            out[k] = [str(x) for x, on in v.items() if on]
-        elif isinstance(v, list):
-            out[k] = [str(x) for x in v]
-        else:
-            raise InvalidArgument(f"invalid filter value for {k!r}: want a list")
-    return out
 
 
 def parse_timestamp(raw: str, name: str) -> float | None:

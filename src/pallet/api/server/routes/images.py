@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 import time
@@ -34,7 +33,7 @@ from aiohttp import web
 
 from pallet.api.server.app import IMAGES_KEY, Router
 from pallet.api.server.middleware import api_version
-from pallet.api.server.requests import bool_value
+from pallet.api.server.requests import bool_value, parse_filters
 from pallet.api.server.streams import ProgressWriter, progress_line
 from pallet.api.server.versions import at_least
 from pallet.errors import (
@@ -119,31 +118,7 @@ def _docker_words(name: str) -> Iterator[None]:
 
 
 def _filters(request: web.Request, allowed: Sequence[str]) -> dict[str, list[str]]:
-    """The `filters` query parameter: JSON, `{"key": {"value": true}}` or `{"key": ["value"]}`
-    (moby api/types/filters accepts both)."""
-    raw = request.query.get("filters", "")
-    if not raw.strip():
-        return {}
-    try:
-        obj = json.loads(raw)
-    except ValueError as exc:
-        raise InvalidArgument(f"invalid filters: {exc}") from exc
-    if not isinstance(obj, dict):
-        raise InvalidArgument("invalid filters: expected a JSON object")
-    out: dict[str, list[str]] = {}
-    for key, value in obj.items():
-        if key not in allowed:
-            raise InvalidArgument(f"invalid filter '{key}'")
-        if isinstance(value, dict):
-            values = [str(k) for k, on in value.items() if on]
-        elif isinstance(value, list):
-            values = [str(v) for v in value]
-        elif isinstance(value, str):
-            values = [value]
-        else:
-            raise InvalidArgument(f"invalid filter '{key}': expected a list or a map of values")
-        out[key] = values
-    return out
+    return parse_filters(request.query.get("filters", ""), allowed)
 
 
 # --- list --------------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ from typing import Any
 from aiohttp import web
 
 from pallet.api.server.app import Router
-from pallet.api.server.requests import bool_value, json_body
-from pallet.api.server.routes.containers import engine_of, parse_filters
+from pallet.api.server.requests import bool_value, json_body, parse_filters
+from pallet.api.server.routes.containers import engine_of
 from pallet.errors import InvalidArgument
 
 
