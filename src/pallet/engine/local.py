@@ -27,28 +27,16 @@ BUILTIN = ("hello-world", "busybox")
 
 def bundle_config(image_config: Mapping[str, Any], rootfs: str, cid: str, args: list[str] | None = None,
                   cgroup_parent: str = "/pallet") -> dict:
-    """The runtime spec for a container of an image: Entrypoint + Cmd (or args), Env, WorkingDir."""
-    from pallet.runtime.spec import DEFAULT_ENV, default_spec
+    """The runtime spec for a container of an image, made the way palletd's engine makes it
+    (pallet.engine.bundle): Entrypoint + Cmd (or args), Env, WorkingDir, User, secure defaults."""
+    from pallet.engine.bundle import build_spec, validate_create
 
-    cfg = image_config or {}
-    argv = list(cfg.get("Entrypoint") or []) + (args or list(cfg.get("Cmd") or []))
-    if not argv:
-        raise PalletError("the image has no command: give one")
-    spec = default_spec(args=argv, terminal=False, rootfs=rootfs)
-    spec["root"]["readonly"] = False
-    env = {e.split("=", 1)[0]: e for e in DEFAULT_ENV}
-    env.update({e.split("=", 1)[0]: e for e in cfg.get("Env") or []})
-    spec["process"]["env"] = list(env.values())
-    spec["process"]["cwd"] = cfg.get("WorkingDir") or "/"
-    user = cfg.get("User") or ""
-    if user:
-        uid, _, gid = user.partition(":")
-        if not uid.isdigit() or (gid and not gid.isdigit()):
-            raise PalletError(f"user {user!r}: only numeric uid[:gid] is supported here")
-        spec["process"]["user"] = {"uid": int(uid), "gid": int(gid or 0)}
-    spec["hostname"] = cid[:12]
-    spec["linux"]["cgroupsPath"] = f"{cgroup_parent}/{cid}"
-    return spec
+    request: dict[str, Any] = {"Image": "local", "HostConfig": {"NetworkMode": "none"}}
+    if args:
+        request["Cmd"] = list(args)
+    cfg, hc = validate_create(request)
+    return build_spec(image_config or {}, cfg, hc, cid=cid, rootfs=rootfs, cgroup_parent=cgroup_parent,
+                      hostname=cid[:12])
 
 
 def run_image(ref: str, data_root: str, exec_root: str, args: list[str] | None = None,
