@@ -10,66 +10,38 @@ cgroup v1 and v2 coexistence" is per controller).
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol
 
-from pallet.cgroups.stats import BlkioEntry, BlkioStats, CpuStats, MemoryStats, PidsStats, Stats
 from pallet.errors import InvalidArgument, NotSupported
 
 __all__ = ["BlkioEntry", "BlkioStats", "CgroupManager", "CpuStats", "MemoryStats", "PidsStats",
            "Stats", "create_cgroup_manager", "detect_version"]
 
+TYPE_CHECKING = False  # mypy treats this name as typing's
+if TYPE_CHECKING:
+    from typing import Any
+
+    from pallet.cgroups.interface import CgroupManager
+    from pallet.cgroups.stats import BlkioEntry, BlkioStats, CpuStats, MemoryStats, PidsStats, Stats
+
+
+def __getattr__(name: str) -> object:
+    """The stats classes and the CgroupManager protocol, loaded on first use: pallet-runtime's
+    create and delete need neither, and they cost ~8 ms of imports (dataclasses, typing)."""
+    if name in ("BlkioEntry", "BlkioStats", "CpuStats", "MemoryStats", "PidsStats", "Stats"):
+        from pallet.cgroups import stats
+
+        return getattr(stats, name)
+    if name == "CgroupManager":
+        from pallet.cgroups.interface import CgroupManager
+
+        return CgroupManager
+    raise AttributeError(f"module 'pallet.cgroups' has no attribute {name!r}")
+
+
 # The v1 controllers a container joins (Documentation/admin-guide/cgroup-v1/*.rst); named
 # hierarchies such as name=systemd belong to the init system and are left alone.
 V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids",
                   "hugetlb", "net_cls", "net_prio", "perf_event", "rdma", "misc")
-
-
-class CgroupManager(Protocol):
-    """The cgroup of one container, in every hierarchy it has on this host.
-
-    `path` is the OCI linux.cgroupsPath: "/pallet/<id>", relative to each hierarchy root.
-    validate() is pure and creates nothing. apply(), set(), freeze()/thaw() and destroy() are
-    idempotent. Errors are pallet.errors kinds: InvalidArgument naming the OCI field
-    ("linux.resources.memory.limit: ..."), NotSupported for what this host lacks, Conflict when
-    the cgroup is busy, PermissionDenied, NotFound for a cgroup that does not exist.
-    """
-
-    version: int
-    path: str
-
-    def validate(self, resources: dict) -> None:
-        """Check an OCI linux.resources dict against the spec and this host; writes nothing."""
-
-    def apply(self, pid: int) -> None:
-        """Create the cgroup (and parents) if needed, then move pid into it."""
-
-    def set(self, resources: dict) -> None:
-        """Write OCI linux.resources; at create and on update of a running container."""
-
-    def stats(self) -> Stats:
-        """Current usage counters."""
-        ...
-
-    def freeze(self) -> None:
-        """Freeze every process and return once the kernel reports the cgroup frozen."""
-
-    def thaw(self) -> None:
-        """Let the processes run again."""
-
-    def frozen(self) -> bool:
-        """Whether the kernel reports the cgroup frozen."""
-        ...
-
-    def pids(self) -> list[int]:
-        """Every process in the cgroup and its sub-cgroups, sorted."""
-        ...
-
-    def exists(self) -> bool:
-        """Whether the cgroup directory exists (in any v1 hierarchy)."""
-        ...
-
-    def destroy(self) -> None:
-        """Remove `path` and its sub-cgroups, children first; never a parent. Idempotent."""
 
 
 def detect_version(root: Path = Path("/sys/fs/cgroup")) -> int:

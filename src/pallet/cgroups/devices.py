@@ -8,20 +8,19 @@ the root, so a list that does not start with a deny-all only removes or adds exc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import namedtuple
 
 from pallet.errors import InvalidArgument
 
 WILDCARD = -1
 
 
-@dataclass(frozen=True)
-class DeviceRule:
-    allow: bool
-    type: str = "a"          # "a" all, "b" block, "c" char
-    major: int = WILDCARD
-    minor: int = WILDCARD
-    access: str = "rwm"
+class DeviceRule(namedtuple("DeviceRule", "allow type major minor access",
+                            defaults=("a", WILDCARD, WILDCARD, "rwm"))):
+    """allow, type ("a" all, "b" block, "c" char), major, minor (WILDCARD for any), access.
+    A named tuple, not a dataclass: dataclasses costs ~6 ms of imports on every create."""
+
+    __slots__ = ()
 
     def v1_line(self) -> str:
         """The line to write to devices.allow / devices.deny ("c 1:3 rwm", or "a" for all)."""

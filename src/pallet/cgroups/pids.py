@@ -10,7 +10,10 @@ from pathlib import Path
 
 from pallet.cgroups import cgroupfs as fs
 from pallet.cgroups.resources import get_int
-from pallet.cgroups.stats import PidsStats
+
+TYPE_CHECKING = False  # the stats dataclasses load only when stats are read (start-up cost)
+if TYPE_CHECKING:
+    from pallet.cgroups.stats import PidsStats
 
 
 def set(d: Path, pids: dict) -> None:
@@ -21,4 +24,6 @@ def set(d: Path, pids: dict) -> None:
 
 
 def stats(d: Path) -> PidsStats:
+    from pallet.cgroups.stats import PidsStats
+
     return PidsStats(current=fs.read_int(d / "pids.current"), limit=fs.read_int(d / "pids.max"))

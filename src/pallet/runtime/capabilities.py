@@ -17,8 +17,6 @@ capabilities"):
 
 from __future__ import annotations
 
-from typing import Any, Protocol
-
 from pallet.errors import InvalidArgument
 
 # prctl(2) options, include/uapi/linux/prctl.h (the lead's pallet.syscalls.flags has the same).
@@ -54,12 +52,16 @@ DOCKER_DEFAULT_CAPS: tuple[str, ...] = (
 SETS = ("bounding", "effective", "inheritable", "permitted", "ambient")
 
 
-class CapSyscalls(Protocol):
-    """What this module needs of pallet.syscalls.linux.Syscalls (or RecordingSyscalls)."""
+TYPE_CHECKING = False  # typing costs ~2 ms of every create and exec; mypy treats this name as typing's
+if TYPE_CHECKING:
+    from typing import Any, Protocol
 
-    def prctl(self, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int: ...
-    def capget(self) -> tuple[int, int, int]: ...
-    def capset(self, effective: int, permitted: int, inheritable: int) -> None: ...
+    class CapSyscalls(Protocol):
+        """What this module needs of pallet.syscalls.linux.Syscalls (or RecordingSyscalls)."""
+
+        def prctl(self, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int: ...
+        def capget(self) -> tuple[int, int, int]: ...
+        def capset(self, effective: int, permitted: int, inheritable: int) -> None: ...
 
 
 def number(name: str) -> int:

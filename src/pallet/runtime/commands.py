@@ -32,17 +32,17 @@ def cmd_start(args, log, runtime) -> int:
 
 
 def cmd_run(args, log, runtime) -> int:
-    import shutil
-    import socket
-    import tempfile
-
     from pallet.runtime.container import CreateOptions, wait_status
+    from pallet.runtime.sync import recv_fds
 
     rt = runtime(args, log)
     console_path = args.console_socket
     listener = tmpdir = None
     if not args.detach and not console_path and _wants_terminal(args.bundle):
         # No console socket: hold the pty ourselves and copy it to our own terminal.
+        import socket
+        import tempfile
+
         tmpdir = tempfile.mkdtemp(prefix="pallet-runtime-console-")
         console_path = os.path.join(tmpdir, "console.sock")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -55,7 +55,7 @@ def cmd_run(args, log, runtime) -> int:
         master = None
         if listener is not None:
             conn, _ = listener.accept()
-            _msg, fds, _f, _a = socket.recv_fds(conn, 16, 1)
+            _msg, fds = recv_fds(conn, 16, 1)
             conn.close()
             master = fds[0]
         try:
@@ -77,6 +77,8 @@ def cmd_run(args, log, runtime) -> int:
         if listener is not None:
             listener.close()
         if tmpdir:
+            import shutil
+
             shutil.rmtree(tmpdir, ignore_errors=True)
 
 

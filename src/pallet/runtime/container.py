@@ -55,9 +55,17 @@ def _now() -> str:
 class Runtime:
     def __init__(self, root: str, syscalls=None, cgroup_root: str = "/sys/fs/cgroup", warn=None) -> None:
         self.store = StateStore(root)
-        self.sys = syscalls or real()
+        self._sys = syscalls
         self.cgroup_root = cgroup_root
         self.warn = warn or (lambda msg: None)
+
+    @property
+    def sys(self):
+        """The syscall door, loaded on first use: start, state, kill and delete never need it
+        (ctypes and libc's declarations cost ~2 ms of their start-up)."""
+        if self._sys is None:
+            self._sys = real()
+        return self._sys
 
     def _cgroup(self, path: str):
         from pathlib import Path
@@ -68,9 +76,6 @@ class Runtime:
 
     # -- create ------------------------------------------------------------------------------
     def create(self, cid: str, opts: CreateOptions) -> ContainerState:
-        from pallet.runtime import init as initmod
-        from pallet.runtime.rootfs import Rootfs, device_rules
-
         bundle = os.path.abspath(opts.bundle)
         config = self._load_config(bundle)
         linux = config.setdefault("linux", {})
@@ -81,6 +86,22 @@ class Runtime:
         if "process" not in config:
             raise InvalidArgument("process: required for create")
         cg = self._cgroup(cgroup_path_for(linux, cid))
+        warm = _warm_cgroup(cg)
+        try:
+            return self._create(cid, opts, bundle, config, linux, rootfs, cg, warm)
+        except BaseException:
+            if warm.pid:
+                warm.reap()
+            if warm.created:
+                with contextlib.suppress(PalletError, OSError):
+                    cg.destroy()
+            raise
+
+    def _create(self, cid: str, opts: CreateOptions, bundle: str, config: dict, linux: dict, rootfs: str,
+                cg, warm: _WarmCgroup) -> ContainerState:
+        from pallet.runtime import init as initmod
+        from pallet.runtime.rootfs import Rootfs, device_rules
+
         if "resources" in linux or linux.get("devices"):
             linux.setdefault("resources", {})["devices"] = device_rules(linux)
         cg.validate(linux.get("resources") or {})
@@ -118,7 +139,7 @@ class Runtime:
             )
             if opts.subreaper:
                 self.sys.prctl(F.PR_SET_CHILD_SUBREAPER, 1)
-            pid = self._spawn(plan, cg, linux, st)
+            pid = self._spawn(plan, cg, linux, st, warm)
             os.close(fifo_fd)
         except BaseException:
             self._undo_create(st, pid, cg)
@@ -134,11 +155,13 @@ class Runtime:
         del state_dir
         return st
 
-    def _spawn(self, plan, cg, linux: dict, st: ContainerState) -> int:
+    def _spawn(self, plan, cg, linux: dict, st: ContainerState, warm: _WarmCgroup | None = None) -> int:
         from pallet.runtime import init as initmod
+        from pallet.runtime.hooks import prepare as prepare_hooks
         from pallet.runtime.hooks import run_hooks
         from pallet.runtime.sync import Channel
 
+        prepare_hooks(plan.config.get("hooks") or {})
         parent, child = Channel.pair()
         stage1_pid = os.fork()
         if stage1_pid == 0:
@@ -146,6 +169,8 @@ class Runtime:
             initmod.child_main(initmod.stage1, plan, child, self.sys)
         child.close()
         try:
+            if warm is not None:
+                warm.reap()  # its move made the kernel's next ones cheap
             cg.apply(stage1_pid)
             cg.set(linux.get("resources") or {})
             parent.send("go")
@@ -520,13 +545,13 @@ def _compile_seccomp(linux: dict, cache_dir: str | None = None):
     """
     if not linux.get("seccomp"):
         return None
-    import hashlib
+    from _sha256 import sha256  # builtin; hashlib would load OpenSSL (~4 ms)
 
     from pallet.runtime.seccomp import Compiled, compile_filter
     from pallet.syscalls import seccomp as scmp
 
     scmp._libc()  # load it now: the init calls seccomp(2) through it after pivot_root
-    key = hashlib.sha256(json.dumps([linux["seccomp"], scmp.version()], sort_keys=True).encode()).hexdigest()
+    key = sha256(json.dumps([linux["seccomp"], scmp.version()], sort_keys=True).encode()).hexdigest()
     path = os.path.join(cache_dir, key) if cache_dir else None
     if path:
         try:
@@ -663,3 +688,44 @@ def _write_atomic(path: str, text: str) -> None:
     with open(tmp, "w") as f:
         f.write(text)
     os.rename(tmp, path)
+
+
+class _WarmCgroup:
+    """A throwaway child that creates the container's cgroup and joins it while the runtime goes on.
+
+    Moving a task between cgroups takes cgroup_threadgroup_rwsem for writing, and the first
+    writer after a quiet spell waits for an RCU grace period (rcu_sync_enter; kernel/cgroup/
+    cgroup.c, kernel/rcu/sync.c): 7-25 ms on this machine, the biggest single cost of `create`.
+    Writers within about one grace period of the last one do not wait. So this child pays the
+    wait on the other CPU while the runtime validates the config and compiles seccomp, and the
+    real move of the init (`apply` in _spawn) comes inside that window and takes ~0.1 ms.
+    `created`: the cgroup did not exist before (create undoes it on failure).
+    """
+
+    __slots__ = ("created", "pid")
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.created = False
+
+    def reap(self) -> None:
+        if not self.pid:
+            return
+        _pid, status = os.waitpid(self.pid, 0)
+        self.pid = 0
+        self.created = os.WIFEXITED(status) and os.WEXITSTATUS(status) in (0, 3)
+
+
+def _warm_cgroup(cg) -> _WarmCgroup:
+    pid = os.fork()
+    if pid == 0:
+        code = 2
+        try:
+            existed = cg.exists()
+            code = 3 if not existed else 2
+            cg.apply(os.getpid())
+            code = 1 if existed else 0
+        finally:
+            os._exit(code)
+    return _WarmCgroup(pid)
+

@@ -14,39 +14,50 @@ open /proc/<pid>/exe or /proc/<pid>/fd of the runtime; failures go back over the
 
 from __future__ import annotations
 
+import _socket  # not socket.py: ~2 ms of imports on every create (see sync.py)
 import fcntl
 import os
-import socket
 import struct
 import sys
-import traceback
-from dataclasses import dataclass, field
-from typing import Any
 
 from pallet.oci.runtime_spec import NAMESPACES
 from pallet.runtime import process as proc
 from pallet.runtime.hooks import run_hooks
 from pallet.runtime.rootfs import Rootfs
-from pallet.runtime.sync import Channel
+from pallet.runtime.sync import Channel, send_fds
 from pallet.syscalls import flags as F
 
+TYPE_CHECKING = False  # typing costs ~2 ms of start-up; mypy treats this name as typing's
+if TYPE_CHECKING:
+    import socket
+    from typing import Any
 
-@dataclass
+
 class InitPlan:
-    """Everything the child stages need, computed and validated by the runtime before fork."""
+    """Everything the child stages need, computed and validated by the runtime before fork.
 
-    config: dict
-    rootfs: str
-    join_fds: list[tuple[str, int]]          # (ns type, fd) to setns, non-user first
-    new_flags: int                           # CLONE_NEW* to unshare, user excluded
-    new_userns: bool
-    fifo_fd: int = -1                         # O_PATH fd of exec.fifo; -1 for exec
-    console: socket.socket | None = None      # connected socket to send the pty master on
-    cgroup_binds: list[tuple[str, str]] = field(default_factory=list)
-    no_pivot: bool = False
-    preserve_fds: int = 0
-    hook_state: dict = field(default_factory=dict)
-    seccomp: Any = None                        # pallet.runtime.seccomp.Compiled, built before fork
+    A plain class, not a dataclass: dataclasses costs ~6 ms of imports (inspect, ast) on every
+    create, run and exec (see docs/benchmarks.md)."""
+
+    __slots__ = ("cgroup_binds", "config", "console", "fifo_fd", "hook_state", "join_fds", "new_flags",
+                 "new_userns", "no_pivot", "preserve_fds", "rootfs", "seccomp")
+
+    def __init__(self, *, config: dict, rootfs: str, join_fds: list[tuple[str, int]], new_flags: int,
+                 new_userns: bool, fifo_fd: int = -1, console: socket.socket | None = None,
+                 cgroup_binds: list[tuple[str, str]] | None = None, no_pivot: bool = False,
+                 preserve_fds: int = 0, hook_state: dict | None = None, seccomp: object = None) -> None:
+        self.config = config
+        self.rootfs = rootfs
+        self.join_fds = join_fds            # (ns type, fd) to setns, non-user first
+        self.new_flags = new_flags          # CLONE_NEW* to unshare, user excluded
+        self.new_userns = new_userns
+        self.fifo_fd = fifo_fd              # O_PATH fd of exec.fifo; -1 for exec
+        self.console = console              # connected socket to send the pty master on
+        self.cgroup_binds = cgroup_binds if cgroup_binds is not None else []
+        self.no_pivot = no_pivot
+        self.preserve_fds = preserve_fds
+        self.hook_state = hook_state if hook_state is not None else {}
+        self.seccomp: Any = seccomp         # pallet.runtime.seccomp.Compiled, built before fork
 
 
 def child_main(stage, plan: InitPlan, chan: Channel, syscalls) -> None:
@@ -59,6 +70,8 @@ def child_main(stage, plan: InitPlan, chan: Channel, syscalls) -> None:
     except BaseException as exc:  # report everything; the runtime turns it into its error
         msg = str(exc) or type(exc).__name__
         if os.environ.get("PALLET_DEBUG_INIT"):
+            import traceback
+
             msg += "\n" + traceback.format_exc()
         try:
             chan.send("error", message=msg)
@@ -141,7 +154,7 @@ def stage2(plan: InitPlan, chan: Channel, syscalls) -> None:
         if (config.get("root") or {}).get("readonly"):
             rootfs.readonly_root()
     if config.get("hostname"):
-        socket.sethostname(config["hostname"])
+        _socket.sethostname(config["hostname"])
     if config.get("domainname"):
         syscalls.setdomainname(config["domainname"])
     proc.set_rlimits(process.get("rlimits") or [])
@@ -204,7 +217,7 @@ def _setup_console(plan: InitPlan, rootfs) -> None:
         fcntl.ioctl(slave, 0x5414, struct.pack("HHHH", size.get("height", 24), size.get("width", 80), 0, 0))
     if plan.console is None:
         raise RuntimeError("process.terminal is true but no console socket was given")
-    socket.send_fds(plan.console, [b"pty"], [master])
+    send_fds(plan.console, b"pty", [master])
     plan.console.close()
     os.close(master)
     if rootfs is not None:

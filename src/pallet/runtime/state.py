@@ -103,9 +103,19 @@ class StateStore:
                       if os.path.exists(os.path.join(self.root, n, "state.json")))
 
     def remove(self, cid: str) -> None:
-        import shutil
+        """Remove the container's directory. It holds only files (state.json, exec.fifo, ...),
+        so a loop does it without importing shutil (~2 ms of `delete`); rmtree is the fallback."""
+        d = self.dir(cid)
+        try:
+            for name in os.listdir(d):
+                os.unlink(os.path.join(d, name))
+            os.rmdir(d)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            import shutil
 
-        shutil.rmtree(self.dir(cid), ignore_errors=True)
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def status_of(store: StateStore, st: ContainerState, frozen=lambda: False) -> str:

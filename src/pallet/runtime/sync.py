@@ -8,11 +8,29 @@ The child side uses it between fork and execve, so it does nothing but send and 
 
 from __future__ import annotations
 
+import _socket  # the C module: socket.py costs ~2 ms of imports (enum conversions, selectors)
 import json
+import struct
 
 from pallet.errors import PalletError
 
 MAX_MSG = 65536
+
+
+def send_fds(sock, data: bytes, fds: list[int]) -> None:
+    """socket.send_fds on a _socket.socket: one message with `fds` as SCM_RIGHTS (unix(7))."""
+    sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))])
+
+
+def recv_fds(sock, bufsize: int, maxfds: int) -> tuple[bytes, list[int]]:
+    """socket.recv_fds on a _socket.socket: the message and the descriptors that rode along."""
+    data, ancdata, _flags, _addr = sock.recvmsg(bufsize, _socket.CMSG_LEN(maxfds * 4))
+    fds: list[int] = []
+    for level, kind, payload in ancdata:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            usable = len(payload) - len(payload) % 4
+            fds.extend(struct.unpack(f"{usable // 4}i", payload[:usable]))
+    return data, fds
 
 
 class SyncError(PalletError):
@@ -25,24 +43,18 @@ class Channel:
 
     @classmethod
     def pair(cls) -> tuple[Channel, Channel]:
-        import socket  # here, not at the top: `start` and `state` never need it
-
-        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        a, b = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)  # close-on-exec, PEP 446
         return cls(a), cls(b)
 
     def send(self, mtype: str, fds: list[int] | None = None, **fields) -> None:
-        import socket
-
         data = json.dumps({"type": mtype, **fields}).encode()
         if fds:
-            socket.send_fds(self.sock, [data], fds)
+            send_fds(self.sock, data, fds)
         else:
             self.sock.sendall(data)
 
     def recv(self, expect: str | None = None) -> tuple[dict, list[int]]:
-        import socket
-
-        data, fds, _flags, _addr = socket.recv_fds(self.sock, MAX_MSG, 16)
+        data, fds = recv_fds(self.sock, MAX_MSG, 16)
         if not data:
             raise SyncError("container setup process exited before finishing" if expect is None
                             else f"container setup process exited while runtime waited for {expect!r}")
@@ -51,7 +63,7 @@ class Channel:
             raise SyncError(msg.get("message", "unknown error in container setup"))
         if expect is not None and msg.get("type") != expect:
             raise SyncError(f"sync protocol: expected {expect!r}, got {msg.get('type')!r}")
-        return msg, list(fds)
+        return msg, fds
 
     def fileno(self) -> int:
         return self.sock.fileno()

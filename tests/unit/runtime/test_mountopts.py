@@ -59,7 +59,7 @@ def test_flag_options(options, flags):
     opts = parse(options)
     assert opts.flags == flags
     assert opts.data == ""
-    assert opts.propagation == []
+    assert opts.propagation == ()
 
 
 @pytest.mark.parametrize("options,flags", [
@@ -96,7 +96,7 @@ def test_later_options_win_and_negations_clear(options, flags):
 ])
 def test_propagation_is_kept_apart_from_the_flags(options, propagation):
     opts = parse(options)
-    assert opts.propagation == propagation
+    assert opts.propagation == tuple(propagation)
     assert opts.flags & (MS_PRIVATE | MS_SHARED | MS_SLAVE | MS_UNBINDABLE) == 0
 
 
@@ -143,7 +143,7 @@ def test_parse_does_not_share_state_between_calls():
     a = parse(["rprivate"])
     b = parse([])
     assert a.propagation is not b.propagation
-    assert b.propagation == []
+    assert b.propagation == ()
 
 
 @pytest.mark.parametrize("option,flags", [

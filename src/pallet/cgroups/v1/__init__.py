@@ -12,9 +12,12 @@ from pallet.cgroups import cgroupfs as fs
 from pallet.cgroups import hugetlb, pids, resources
 from pallet.cgroups.devices import parse_rules
 from pallet.cgroups.resources import section
-from pallet.cgroups.stats import CpuStats, MemoryStats, PidsStats, Stats
 from pallet.cgroups.v1 import blkio, cpu, cpuset, devices, freezer, memory, net
 from pallet.errors import NotSupported
+
+TYPE_CHECKING = False  # the stats dataclasses load only when stats are read (start-up cost)
+if TYPE_CHECKING:
+    from pallet.cgroups.stats import Stats
 
 P = "linux.resources"
 
@@ -120,6 +123,8 @@ class V1Manager:
             net.set_priorities(self._need("net_prio", "network"), network["priorities"])
 
     def stats(self) -> Stats:
+        from pallet.cgroups.stats import BlkioStats, CpuStats, MemoryStats, PidsStats, Stats
+
         mem = self._dir("memory")
         blk = self._dir("blkio")
         pid_dir = self._dir("pids")
@@ -127,7 +132,7 @@ class V1Manager:
         return Stats(
             memory=memory.stats(mem) if mem and mem.is_dir() else MemoryStats(),
             cpu=cpu.stats(cpu_dir, cpuacct_dir) if cpu_dir or cpuacct_dir else CpuStats(),
-            blkio=blkio.stats(blk) if blk and blk.is_dir() else blkio.BlkioStats(),
+            blkio=blkio.stats(blk) if blk and blk.is_dir() else BlkioStats(),
             pids=pids.stats(pid_dir) if pid_dir and pid_dir.is_dir() else PidsStats(),
         )
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from pallet.cgroups import cgroupfs as fs
-from pallet.cgroups.stats import BlkioEntry, BlkioStats
 from pallet.errors import NotSupported
+
+TYPE_CHECKING = False  # the stats dataclasses load only when stats are read (start-up cost)
+if TYPE_CHECKING:
+    from pallet.cgroups.stats import BlkioEntry, BlkioStats
 
 _THROTTLE = {
     "throttleReadBpsDevice": "blkio.throttle.read_bps_device",
@@ -50,6 +53,8 @@ def set(d: Path, blk: dict) -> None:
 
 def parse_entries(text: str) -> list[BlkioEntry]:
     """Lines "8:0 Read 4096"; the closing "Total N" line (all devices) is dropped."""
+    from pallet.cgroups.stats import BlkioEntry
+
     out = []
     for line in text.splitlines():
         parts = line.split()
@@ -61,6 +66,8 @@ def parse_entries(text: str) -> list[BlkioEntry]:
 
 
 def stats(d: Path) -> BlkioStats:
+    from pallet.cgroups.stats import BlkioStats
+
     # The first policy with numbers wins: CFQ (blkio.io_*), BFQ (blkio.bfq.io_*), then the
     # throttle layer, which sees every bio whether or not a limit is set.
     for prefix in ("blkio.", "blkio.bfq.", "blkio.throttle."):

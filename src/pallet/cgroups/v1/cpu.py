@@ -12,8 +12,11 @@ from pathlib import Path
 
 from pallet.cgroups import cgroupfs as fs
 from pallet.cgroups.resources import get_int
-from pallet.cgroups.stats import CpuStats
 from pallet.errors import InvalidArgument, NotSupported
+
+TYPE_CHECKING = False  # the stats dataclasses load only when stats are read (start-up cost)
+if TYPE_CHECKING:
+    from pallet.cgroups.stats import CpuStats
 
 
 def set(d: Path, cpu: dict) -> None:
@@ -51,6 +54,8 @@ def set(d: Path, cpu: dict) -> None:
 
 
 def stats(cpu_dir: Path | None, cpuacct_dir: Path | None) -> CpuStats:
+    from pallet.cgroups.stats import CpuStats
+
     throttling = fs.read_keyed(cpu_dir / "cpu.stat") if cpu_dir else {}
     total = user = system = 0
     per_cpu: list[int] = []

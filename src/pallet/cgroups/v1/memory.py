@@ -11,8 +11,11 @@ from pathlib import Path
 from pallet.cgroups import cgroupfs as fs
 from pallet.cgroups.conversions import v1_memory_limit
 from pallet.cgroups.resources import get_int
-from pallet.cgroups.stats import MemoryStats
 from pallet.errors import InvalidArgument, NotSupported
+
+TYPE_CHECKING = False  # the stats dataclasses load only when stats are read (start-up cost)
+if TYPE_CHECKING:
+    from pallet.cgroups.stats import MemoryStats
 
 LIMIT = "memory.limit_in_bytes"
 MEMSW = "memory.memsw.limit_in_bytes"
@@ -59,6 +62,8 @@ def set(d: Path, mem: dict) -> None:
 
 
 def stats(d: Path) -> MemoryStats:
+    from pallet.cgroups.stats import MemoryStats
+
     raw = fs.read_keyed(d / "memory.stat")
     usage = fs.read_int(d / "memory.usage_in_bytes")
     memsw_usage = fs.read_int(d / "memory.memsw.usage_in_bytes")

@@ -15,9 +15,12 @@ from pallet.cgroups import cgroupfs as fs
 from pallet.cgroups import hugetlb, pids, resources
 from pallet.cgroups.devices import parse_rules
 from pallet.cgroups.resources import section
-from pallet.cgroups.stats import Stats
 from pallet.cgroups.v2 import cpu, devices, freezer, io, memory
 from pallet.errors import NotSupported, PalletError
+
+TYPE_CHECKING = False  # the stats dataclasses load only when stats are read (start-up cost)
+if TYPE_CHECKING:
+    from pallet.cgroups.stats import Stats
 
 P = "linux.resources"
 # The order systemd and runc enable them in; cpuset first since cpu may depend on it.
@@ -130,6 +133,8 @@ class V2Manager:
             devices.attach(d, parse_rules(resources_["devices"]), self._bpf())
 
     def stats(self) -> Stats:
+        from pallet.cgroups.stats import Stats
+
         d = self._dir
         return Stats(memory=memory.stats(d), cpu=cpu.stats(d), blkio=io.stats(d),
                      pids=pids.stats(d))

@@ -11,8 +11,11 @@ from pathlib import Path
 from pallet.cgroups import cgroupfs as fs
 from pallet.cgroups.conversions import cpu_max, shares_to_weight
 from pallet.cgroups.resources import get_int
-from pallet.cgroups.stats import CpuStats
 from pallet.errors import NotSupported
+
+TYPE_CHECKING = False  # the stats dataclasses load only when stats are read (start-up cost)
+if TYPE_CHECKING:
+    from pallet.cgroups.stats import CpuStats
 
 
 def set(d: Path, cpu: dict) -> None:
@@ -45,6 +48,8 @@ def set(d: Path, cpu: dict) -> None:
 
 
 def stats(d: Path) -> CpuStats:
+    from pallet.cgroups.stats import CpuStats
+
     st = fs.read_keyed(d / "cpu.stat")
     return CpuStats(total_ns=st.get("usage_usec", 0) * 1000, user_ns=st.get("user_usec", 0) * 1000,
                     system_ns=st.get("system_usec", 0) * 1000, per_cpu_ns=[],

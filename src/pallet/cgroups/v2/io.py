@@ -11,8 +11,11 @@ from pathlib import Path
 
 from pallet.cgroups import cgroupfs as fs
 from pallet.cgroups.conversions import blkio_weight_to_io_weight
-from pallet.cgroups.stats import BlkioEntry, BlkioStats
 from pallet.errors import NotSupported
+
+TYPE_CHECKING = False  # the stats dataclasses load only when stats are read (start-up cost)
+if TYPE_CHECKING:
+    from pallet.cgroups.stats import BlkioEntry, BlkioStats
 
 P = "linux.resources.blockIO"
 _MAX_KEYS = {"throttleReadBpsDevice": "rbps", "throttleWriteBpsDevice": "wbps",
@@ -61,6 +64,8 @@ def io_max_lines(blk: dict) -> list[str]:
 
 def parse_stat(text: str) -> BlkioStats:
     """io.stat lines "8:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0 dios=0"."""
+    from pallet.cgroups.stats import BlkioEntry, BlkioStats
+
     served: list[BlkioEntry] = []
     count: list[BlkioEntry] = []
     for line in text.splitlines():
@@ -77,6 +82,8 @@ def parse_stat(text: str) -> BlkioStats:
 
 
 def stats(d: Path) -> BlkioStats:
+    from pallet.cgroups.stats import BlkioStats
+
     try:
         return parse_stat((d / "io.stat").read_text())
     except FileNotFoundError:

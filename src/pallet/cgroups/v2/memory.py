@@ -12,8 +12,11 @@ from pathlib import Path
 from pallet.cgroups import cgroupfs as fs
 from pallet.cgroups.conversions import memory_value, swap_to_v2
 from pallet.cgroups.resources import get_int
-from pallet.cgroups.stats import MemoryStats
 from pallet.errors import NotSupported
+
+TYPE_CHECKING = False  # the stats dataclasses load only when stats are read (start-up cost)
+if TYPE_CHECKING:
+    from pallet.cgroups.stats import MemoryStats
 
 P = "linux.resources.memory"
 
@@ -46,6 +49,8 @@ def set(d: Path, mem: dict) -> None:
 
 
 def stats(d: Path) -> MemoryStats:
+    from pallet.cgroups.stats import MemoryStats
+
     raw = fs.read_keyed(d / "memory.stat")
     events = fs.read_keyed(d / "memory.events")
     return MemoryStats(
