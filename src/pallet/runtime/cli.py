@@ -7,16 +7,19 @@ look for them) and exit with status 1, as runc does.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import re
 import signal
 import sys
 import time
 
 from pallet import __version__
 from pallet.errors import InvalidArgument, PalletError
+
+TYPE_CHECKING = False  # typing costs ~2 ms of start-up; mypy treats this name as typing's
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
 
 DEFAULT_ROOT = "/run/pallet-runtime"
 
@@ -57,7 +60,7 @@ def parse_signal(value: str) -> int:
         raise InvalidArgument(f"unknown signal {value!r}") from None
 
 
-_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?) ?([kmgtp])?i?b?$", re.IGNORECASE)
+_SIZE_PATTERN = r"^(\d+(?:\.\d+)?) ?([kmgtp])?i?b?$"
 
 
 def parse_bytes(value: str) -> int:
@@ -65,153 +68,267 @@ def parse_bytes(value: str) -> int:
     v = value.strip()
     if v == "-1":
         return -1
-    m = _SIZE_RE.match(v)
+    import re  # only `update` takes sizes
+
+    m = re.match(_SIZE_PATTERN, v, re.IGNORECASE)
     if not m:
         raise InvalidArgument(f"invalid size {value!r}")
     power = " kmgtp".index((m.group(2) or " ").lower())
     return int(float(m.group(1)) * 1024**power)
 
 
-class _Formatter(argparse.HelpFormatter):
-    """argparse's formatter without its `import shutil` for the terminal width (~2 ms: every
-    add_argument builds one to check the metavar)."""
+# The command line as data: the fast parser below reads it on every call, and build_parser()
+# turns it into argparse for --help (and for the test that both agree). An option is
+# (flags, dest, kind, default, choices, help): kind "flag" (store_true), "str", "int" or
+# "append"; a positional is (dest, nargs): "1", "?" (with the default) or "..." (the rest).
+Opt = tuple[tuple[str, ...], str, str, object, tuple[str, ...] | None, str]
 
-    def __init__(self, prog: str) -> None:
-        try:
-            width = int(os.environ.get("COLUMNS", "")) - 2
-        except ValueError:
-            width = 78
-        super().__init__(prog, width=max(width, 40))
+GLOBAL: list[Opt] = [
+    (("--root",), "root", "str", DEFAULT_ROOT, None, "directory for container state"),
+    (("--log",), "log", "str", None, None, "log file (default: stderr only)"),
+    (("--log-format",), "log_format", "str", "text", ("text", "json"), "format of --log"),
+    (("--debug",), "debug", "flag", False, None, "accepted; errors are always logged"),
+    (("--systemd-cgroup",), "systemd_cgroup", "flag", False, None,
+     "accepted for compatibility: cgroups paths in slice:prefix:name form are mapped"),
+    (("--rootless",), "rootless", "str", "auto", None, "accepted for compatibility"),
+    (("--criu",), "criu", "str", None, None, ""),
+    (("-v", "--version"), "version", "flag", False, None, "print the version"),
+]
+
+_CREATE: list[Opt] = [
+    (("-b", "--bundle"), "bundle", "str", ".", None, "the bundle directory"),
+    (("--console-socket",), "console_socket", "str", None, None, "unix socket that receives the pty master"),
+    (("--pid-file",), "pid_file", "str", None, None, "file to write the init's pid to"),
+    (("--no-pivot",), "no_pivot", "flag", False, None, "use chroot(2)-free MS_MOVE instead of pivot_root"),
+    (("--no-new-keyring",), "no_new_keyring", "flag", False, None, "accepted"),
+    (("--preserve-fds",), "preserve_fds", "int", 0, None, "pass this many fds after 2 to the init"),
+]
+_UPDATE: list[Opt] = [
+    (("-r", "--resources"), "resources", "str", None, None, "JSON file of linux.resources ('-' for stdin)"),
+    *[((f"--{f}",), f.replace("-", "_"), "str", None, None, "") for f in
+      ("memory", "memory-reservation", "memory-swap", "kernel-memory")],
+    *[((f"--{f}",), f.replace("-", "_"), "int", None, None, "") for f in
+      ("cpu-shares", "cpu-quota", "cpu-period", "cpu-rt-period", "cpu-rt-runtime", "pids-limit",
+       "blkio-weight")],
+    (("--cpuset-cpus",), "cpuset_cpus", "str", None, None, ""),
+    (("--cpuset-mems",), "cpuset_mems", "str", None, None, ""),
+    (("--cpu-idle",), "cpu_idle", "int", None, None, ""),
+]
+ID = [("id", "1")]
+
+COMMANDS: dict[str, tuple[str, list[Opt], list[tuple[str, str]]]] = {
+    "create": ("create a container", _CREATE, ID),
+    "run": ("create and start a container, and wait for it unless -d", [
+        *_CREATE,
+        (("-d", "--detach"), "detach", "flag", False, None, "return once it started"),
+        (("--keep",), "keep", "flag", False, None, "do not delete it when it exits")], ID),
+    "start": ("start a created container", [], ID),
+    "state": ("print a container's state as JSON", [], ID),
+    "kill": ("send a signal to a container's init (or all its processes)", [
+        (("-a", "--all"), "all", "flag", False, None, "signal every process of the container")],
+        [("id", "1"), ("signal", "?")]),
+    "delete": ("delete a container", [
+        (("-f", "--force"), "force", "flag", False, None, "kill it first if it runs")], ID),
+    "exec": ("run a process in a container", [
+        (("-p", "--process"), "process", "str", None, None, "process.json to run"),
+        (("--console-socket",), "console_socket", "str", None, None, ""),
+        (("--cwd",), "cwd", "str", None, None, ""),
+        (("-e", "--env"), "env", "append", [], None, ""),
+        (("-t", "--tty"), "tty", "flag", False, None, ""),
+        (("-u", "--user"), "user", "str", None, None, "uid[:gid]"),
+        (("-g", "--additional-gids"), "additional_gids", "append", [], None, ""),
+        (("--cap", "-c"), "cap", "append", [], None, ""),
+        (("--no-new-privs",), "no_new_privs", "flag", False, None, ""),
+        (("--preserve-fds",), "preserve_fds", "int", 0, None, ""),
+        (("--pid-file",), "pid_file", "str", None, None, ""),
+        (("-d", "--detach"), "detach", "flag", False, None, ""),
+        (("--process-label",), "process_label", "str", None, None, ""),
+        (("--apparmor",), "apparmor", "str", None, None, ""),
+        (("--ignore-paused",), "ignore_paused", "flag", False, None, ""),
+        (("--cgroup",), "cgroup", "str", None, None, "")], [("id", "1"), ("args", "...")]),
+    "ps": ("list the processes of a container", [
+        (("-f", "--format"), "format", "str", "table", ("table", "json"), "")],
+        [("id", "1"), ("ps_args", "...")]),
+    "pause": ("freeze all processes of a container", [], ID),
+    "resume": ("thaw a paused container", [], ID),
+    "update": ("change the resource limits of a container", _UPDATE, ID),
+    "events": ("print container events and stats", [
+        (("--stats",), "stats", "flag", False, None, "one stats sample, then exit"),
+        (("--interval",), "interval", "str", "5s", None, "")], ID),
+    "spec": ("write a default config.json", [
+        (("-b", "--bundle"), "bundle", "str", ".", None, ""),
+        (("--rootless",), "rootless", "flag", False, None, "")], []),
+    "features": ("print the features this runtime supports", [], []),
+    "list": ("list containers", [
+        (("-f", "--format"), "format", "str", "table", ("table", "json"), ""),
+        (("-q", "--quiet"), "quiet", "flag", False, None, "")], []),
+}
+_DEFAULTS = {"signal": "SIGTERM", "args": [], "ps_args": []}  # of optional and remainder positionals
+
+VERSION = f"pallet-runtime version {__version__}\nspec: 1.2.0"
 
 
-class _Skip:
-    """Stands in for the subparsers of the commands not being run: building all 17 costs ~6 ms."""
-
-    def add_argument(self, *args, **kwargs) -> None:
-        pass
+class UsageError(Exception):
+    """A bad command line; main() prints it as argparse would and exits with status 2."""
 
 
-_GLOBAL_WITH_VALUE = {"--root", "--log", "--log-format", "--criu", "--rootless"}
+class Args:
+    """The parsed command line: an attribute per dest (argparse.Namespace without argparse)."""
+
+    def __init__(self, **values: object) -> None:
+        self.__dict__.update(values)
+
+    def __getattr__(self, name: str) -> Any:  # for mypy: attributes are set from the tables
+        raise AttributeError(name)
 
 
-def _command_of(argv: list[str]) -> str | None:
-    i = 0
+def parse_args(argv: list[str]) -> Args:
+    """runc's grammar: global options, the command, its options and positionals. `--opt=value`
+    and `--opt value` both work; `--` ends options; after the id, `exec` and `ps` take the
+    rest as is (the process's own arguments). -h/--help and -v/--version are handled by the
+    caller. Raises UsageError."""
+    values: dict[str, object] = {}
+    for opt in GLOBAL:
+        values[opt[1]] = _copy(opt[3])
+    values["command"] = None
+    i = _parse_options(argv, 0, GLOBAL, values, stop_at_positional=True)
+    if i == len(argv):
+        return Args(**values)
+    command = argv[i]
+    if command not in COMMANDS:
+        raise UsageError(f"argument COMMAND: invalid choice: {command!r}")
+    values["command"] = command
+    _help, opts, positionals = COMMANDS[command]
+    for opt in opts:
+        values[opt[1]] = _copy(opt[3])
+    rest: list[str] = []
+    i += 1
+    remainder = positionals and positionals[-1][1] == "..."
     while i < len(argv):
         arg = argv[i]
-        if arg in _GLOBAL_WITH_VALUE:
-            i += 2
+        if remainder and len(rest) == len(positionals) - 1:
+            tail = argv[i:]
+            rest.append(tail[1:] if tail[:1] == ["--"] else tail)  # type: ignore[arg-type]
+            break
+        if arg == "--":
+            rest.extend(argv[i + 1:])
+            break
+        if arg.startswith("-") and arg != "-":
+            i = _parse_options(argv, i, opts, values, stop_at_positional=True, one=True)
             continue
-        if not arg.startswith("-"):
-            return arg
+        rest.append(arg)
         i += 1
-    return None
+    for n, (dest, nargs) in enumerate(positionals):
+        if n < len(rest):
+            values[dest] = rest[n] if nargs != "..." else list(rest[n])
+        elif nargs == "1":
+            raise UsageError(f"the following arguments are required: {dest}")
+        else:
+            values[dest] = _copy(_DEFAULTS.get(dest))
+    if len(rest) > len(positionals):
+        raise UsageError(f"unrecognized arguments: {' '.join(map(str, rest[len(positionals):]))}")
+    return Args(**values)
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pallet-runtime", description="An OCI container runtime (runc's CLI).",
-                                formatter_class=_Formatter)
-    p.add_argument("--root", default=DEFAULT_ROOT, help="directory for container state")
-    p.add_argument("--log", default=None, help="log file (default: stderr only)")
-    p.add_argument("--log-format", default="text", choices=["text", "json"])
-    p.add_argument("--debug", action="store_true")
-    p.add_argument("--systemd-cgroup", action="store_true",
-                   help="accepted for compatibility: cgroups paths in slice:prefix:name form are mapped")
-    p.add_argument("--rootless", default="auto")
-    p.add_argument("--criu", default=None, help=argparse.SUPPRESS)
-    p.add_argument("-v", "--version", action="version",
-                   version=f"pallet-runtime version {__version__}\nspec: 1.2.0")
+def _copy(value: object) -> object:
+    return list(value) if isinstance(value, list) else value
+
+
+def _parse_options(argv: list[str], i: int, opts: list[Opt], values: dict[str, object], *,
+                   stop_at_positional: bool, one: bool = False) -> int:
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("-") or arg == "-":
+            return i
+        name, eq, inline = arg.partition("=")
+        opt = next((o for o in opts if name in o[0]), None)
+        if opt is None:
+            raise UsageError(f"unrecognized arguments: {arg}")
+        flags, dest, kind, _default, choices, _help = opt
+        if kind == "flag":
+            if eq:
+                raise UsageError(f"argument {'/'.join(flags)}: ignored explicit argument {inline!r}")
+            values[dest] = True
+            i += 1
+        else:
+            if eq:
+                value, i = inline, i + 1
+            elif i + 1 < len(argv):
+                value, i = argv[i + 1], i + 2
+            else:
+                raise UsageError(f"argument {'/'.join(flags)}: expected one argument")
+            if choices and value not in choices:
+                raise UsageError(f"argument {'/'.join(flags)}: invalid choice: {value!r} "
+                                 f"(choose from {', '.join(repr(c) for c in choices)})")
+            if kind == "int":
+                try:
+                    values[dest] = int(value)
+                except ValueError:
+                    raise UsageError(f"argument {'/'.join(flags)}: invalid int value: {value!r}") from None
+            elif kind == "append":
+                values[dest].append(value)  # type: ignore[attr-defined]
+            else:
+                values[dest] = value
+        if one:
+            return i
+    return i
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The same command line as argparse, for --help (argparse, gettext and their regexes cost
+    ~5 ms of every call, so parse_args() does the parsing)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="pallet-runtime", description="An OCI container runtime (runc's CLI).")
+    _add(p, GLOBAL)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-
-    def cmd(name: str, help: str):
-        if only is not None and name != only:
-            return _Skip()
-        return sub.add_parser(name, help=help, formatter_class=_Formatter)
-
-    for name in ("create", "run"):
-        c = cmd(name, f"{name} a container")
-        c.add_argument("id")
-        c.add_argument("-b", "--bundle", default=".")
-        c.add_argument("--console-socket")
-        c.add_argument("--pid-file")
-        c.add_argument("--no-pivot", action="store_true")
-        c.add_argument("--no-new-keyring", action="store_true")
-        c.add_argument("--preserve-fds", type=int, default=0)
-        if name == "run":
-            c.add_argument("-d", "--detach", action="store_true")
-            c.add_argument("--keep", action="store_true")
-    c = cmd("start", "start a created container")
-    c.add_argument("id")
-    c = cmd("state", "print a container's state as JSON")
-    c.add_argument("id")
-    c = cmd("kill", "send a signal to a container's init (or all its processes)")
-    c.add_argument("-a", "--all", action="store_true")
-    c.add_argument("id")
-    c.add_argument("signal", nargs="?", default="SIGTERM")
-    c = cmd("delete", "delete a container")
-    c.add_argument("-f", "--force", action="store_true")
-    c.add_argument("id")
-    c = cmd("exec", "run a process in a container")
-    c.add_argument("-p", "--process")
-    c.add_argument("--console-socket")
-    c.add_argument("--cwd")
-    c.add_argument("-e", "--env", action="append", default=[])
-    c.add_argument("-t", "--tty", action="store_true")
-    c.add_argument("-u", "--user")
-    c.add_argument("-g", "--additional-gids", action="append", default=[])
-    c.add_argument("--cap", "-c", action="append", default=[])
-    c.add_argument("--no-new-privs", action="store_true")
-    c.add_argument("--preserve-fds", type=int, default=0)
-    c.add_argument("--pid-file")
-    c.add_argument("-d", "--detach", action="store_true")
-    c.add_argument("--process-label", default=None)
-    c.add_argument("--apparmor", default=None)
-    c.add_argument("--ignore-paused", action="store_true")
-    c.add_argument("--cgroup", default=None)
-    c.add_argument("id")
-    c.add_argument("args", nargs=argparse.REMAINDER)
-    c = cmd("ps", "list the processes of a container")
-    c.add_argument("-f", "--format", default="table", choices=["table", "json"])
-    c.add_argument("id")
-    c.add_argument("ps_args", nargs=argparse.REMAINDER)
-    cmd("pause", "freeze all processes of a container").add_argument("id")
-    cmd("resume", "thaw a paused container").add_argument("id")
-    c = cmd("update", "change the resource limits of a container")
-    c.add_argument("-r", "--resources", help="JSON file of linux.resources ('-' for stdin)")
-    for flag in ("memory", "memory-reservation", "memory-swap", "kernel-memory"):
-        c.add_argument(f"--{flag}")
-    for flag in ("cpu-shares", "cpu-quota", "cpu-period", "cpu-rt-period", "cpu-rt-runtime", "pids-limit",
-                 "blkio-weight"):
-        c.add_argument(f"--{flag}", type=int)
-    c.add_argument("--cpuset-cpus")
-    c.add_argument("--cpuset-mems")
-    c.add_argument("--cpu-idle", type=int)
-    c.add_argument("id")
-    c = cmd("events", "print container events and stats")
-    c.add_argument("--stats", action="store_true")
-    c.add_argument("--interval", default="5s")
-    c.add_argument("id")
-    c = cmd("spec", "write a default config.json")
-    c.add_argument("-b", "--bundle", default=".")
-    c.add_argument("--rootless", action="store_true")
-    cmd("features", "print the features this runtime supports")
-    c = cmd("list", "list containers")
-    c.add_argument("-f", "--format", default="table", choices=["table", "json"])
-    c.add_argument("-q", "--quiet", action="store_true")
+    for name, (help_, opts, positionals) in COMMANDS.items():
+        c = sub.add_parser(name, help=help_)
+        _add(c, opts)
+        for dest, nargs in positionals:
+            if nargs == "1":
+                c.add_argument(dest)
+            elif nargs == "?":
+                c.add_argument(dest, nargs="?", default=_DEFAULTS.get(dest))
+            else:
+                c.add_argument(dest, nargs=argparse.REMAINDER)
     return p
 
 
-_COMMANDS = {"create", "run", "start", "state", "kill", "delete", "exec", "ps", "pause", "resume", "update",
-             "events", "spec", "features", "list"}
+def _add(p: argparse.ArgumentParser, opts: list[Opt]) -> None:
+    import argparse
+
+    for flags, dest, kind, default, choices, help_ in opts:
+        if dest == "version":
+            p.add_argument(*flags, action="version", version=VERSION)
+            continue
+        kw: dict[str, Any] = {"dest": dest, "help": help_ or (argparse.SUPPRESS if dest == "criu" else None)}
+        if kind == "flag":
+            kw["action"] = "store_true"
+        elif kind == "append":
+            kw.update(action="append", default=[])
+        else:
+            kw.update(default=default, type=int if kind == "int" else None,
+                      choices=list(choices) if choices else None)
+        p.add_argument(*flags, **kw)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    only = _command_of(argv)
-    parser = build_parser(only if only in _COMMANDS else None)
-    args = parser.parse_args(argv)
+    if "-h" in argv or "--help" in argv:
+        build_parser().parse_args(argv)  # prints the help and exits (SystemExit)
+    try:
+        args = parse_args(argv)
+    except UsageError as exc:
+        print("usage: pallet-runtime [global options] COMMAND [options] ID ...\n"
+              f"pallet-runtime: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if args.version:
+        print(VERSION)
+        return 0
     log = _Log(args.log, args.log_format, args.debug)
     if not args.command:
-        parser.print_help()
+        build_parser().print_help()
         return 0
     try:
         return _dispatch(args, log) or 0

@@ -108,7 +108,7 @@ def _proxy_pty(master: int, pid: int) -> None:
     stdin_tty = os.isatty(0)
     saved = termios.tcgetattr(0) if stdin_tty else None
     if stdin_tty:
-        tty.setraw(0)
+        tty.setraw(0, termios.TCSANOW)  # not TCSAFLUSH (the default): it drops what was typed ahead
         with contextlib.suppress(OSError):
             import fcntl
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import sys
 import time
 
@@ -139,6 +140,8 @@ def _drive_pty(cmd, script: bytes, timeout=20.0):
     out = b""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if not select.select([master], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            break  # never block past the deadline: a lost keystroke must fail the test, not hang it
         try:
             chunk = os.read(master, 4096)
         except OSError:

@@ -7,11 +7,20 @@ import signal
 import pytest
 
 from pallet.errors import InvalidArgument
-from pallet.runtime.cli import DEFAULT_ROOT, build_parser, parse_bytes, parse_signal
+from pallet.runtime.cli import DEFAULT_ROOT, UsageError, build_parser, parse_args, parse_bytes, parse_signal
 
 
 def parse(*argv: str):
-    return build_parser().parse_args(list(argv))
+    """The fast parser, checked against argparse on the same table (which --help uses)."""
+    try:
+        fast = vars(parse_args(list(argv)))
+        fast.pop("version")  # argparse's version action prints and exits instead
+    except UsageError:
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(list(argv))
+        raise SystemExit(2) from None
+    assert fast == vars(build_parser().parse_args(list(argv)))
+    return parse_args(list(argv))
 
 
 # -- global options ------------------------------------------------------------------------------
@@ -178,6 +187,19 @@ def test_log_format_is_checked():
 def test_create_needs_an_id():
     with pytest.raises(SystemExit):
         parse("create", "--bundle", "/b")
+
+
+@pytest.mark.parametrize("argv", [
+    ["ps", "c1", "--", "-ef"], ["exec", "c1", "--", "ls"], ["kill", "c1", "--", "9"],
+    ["state", "c1", "extra"], ["nosuchverb", "c1"], ["create", "--nosuch", "c1"], ["--nosuch", "state", "c1"],
+    ["update", "--cpu-shares", "x", "c1"], ["exec", "-e"], ["delete", "--force=1", "c1"],
+    ["create", "--preserve-fds=3", "c1"], ["exec", "-u", "0", "-e", "A=1", "c1", "-x"],
+])
+def test_the_fast_parser_agrees_with_argparse(argv):
+    try:
+        parse(*argv)
+    except SystemExit:
+        pass
 
 
 # -- parse_signal ----------------------------------------------------------------------------------
