@@ -1,0 +1,1 @@
+"""Registries: the distribution-API client (pull, push, login, search) and Pallet's own registry server."""
