@@ -1,0 +1,1 @@
+"""Container networking: IPAM, the bridge driver, network namespaces, published ports and embedded DNS."""
