@@ -1,0 +1,494 @@
+"""Pull: an image from a registry into the image store, layers in parallel, resumable, unpacked as they land.
+
+The steps (distribution spec "Pulling manifests", "Pulling blobs"):
+
+1. GET the manifest by tag or digest with an Accept of every type Pallet reads (OCI index and
+   manifest, Docker manifest list and schema 2). Its bytes are hashed here and checked against
+   the digest asked for (or, for a tag, the registry's Docker-Content-Digest); they are stored
+   exactly as they came, so the image keeps the registry's manifest digest (RepoDigests).
+2. An index or manifest list: pick the platform (the host's, or `platform`; containerd's
+   matching rules in pallet.oci.manifest.select_manifest) and GET that manifest by digest.
+3. The config blob, verified. A layer whose chain is unpacked already is "Already exists".
+4. The other layers download in parallel (`max_concurrent`, 3 as dockerd's
+   max-concurrent-downloads). Each streams into a resumable ingest of the content store whose
+   ref is `pull-<digest>`: a pull killed at any point (even with palletd) leaves its bytes
+   there, and the next pull of any image with that layer asks only for the rest
+   (`Range: bytes=<offset>-`, distribution spec "Range requests"; a 200 instead of 206
+   restarts the blob). A dropped connection is retried the same way a few times in-process.
+   Every blob is verified against its digest and size before it becomes visible.
+5. Layer i is unpacked as soon as it and the layers below it are in, while the layers above
+   still download (download, decompress and apply overlap across layers).
+6. The image record and its names (the tag, and `repo@digest`) are written in one metadata
+   transaction; the content is held by a gc lease until then.
+
+Progress goes to a callback as `Progress` values carrying dockerd's own status words
+(pkg/jsonmessage as written by distribution/pull_v2.go), which the API route turns into the
+JSON stream `docker pull` shows.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from pallet.errors import InvalidArgument, NotFound, Unavailable
+from pallet.image.service import ImageService
+from pallet.oci import mediatypes as mt
+from pallet.oci.descriptor import Descriptor, Platform
+from pallet.oci.digest import Digest, DigestMismatch
+from pallet.oci.manifest import (
+    MAX_CONFIG_SIZE,
+    MAX_MANIFEST_SIZE,
+    Index,
+    Manifest,
+    chain_ids,
+    check_image,
+    host_platform,
+    normalize_platform,
+    parse_any,
+    parse_config,
+    platform_matches,
+    select_manifest,
+)
+from pallet.oci.reference import Reference
+from pallet.registry.client.progress import Progress, ProgressFn
+from pallet.registry.client.transport import BLOCK, Session, discard, read_limited
+
+log = logging.getLogger("pallet.registry.client.pull")
+
+ACCEPT = ", ".join((mt.OCI_INDEX, mt.OCI_MANIFEST, mt.DOCKER_MANIFEST_LIST, mt.DOCKER_MANIFEST))
+INGEST_PREFIX = "pull-"
+RETRIES = 4
+PROGRESS_INTERVAL = 0.1
+LOCK_WAIT = 600.0
+
+
+@dataclass
+class PullResult:
+    image_id: str
+    name: str                  # the normalized reference pulled (tag or digest form)
+    digest: str                # the registry's digest of what the reference named (RepoDigest)
+    updated: bool              # False: every name pointed at this image already
+    fetched: dict[str, int] = field(default_factory=dict)   # blob digest -> bytes transferred now
+    resumed: dict[str, int] = field(default_factory=dict)   # blob digest -> offset resumed from
+
+
+def parse_platform(value: str) -> Platform:
+    """`linux/arm64/v8`, `linux/amd64`, `arm64` (os defaults to linux), as docker --platform."""
+    parts = [p for p in value.strip().lower().split("/") if p]
+    if not parts or len(parts) > 3:
+        raise InvalidArgument(f"invalid platform {value!r}: expected os[/arch[/variant]]")
+    if len(parts) == 1:
+        parts = ["linux", parts[0]] if parts[0] not in ("linux", "windows", "darwin") else \
+            [parts[0], host_platform().architecture]
+    os_, arch = parts[0], parts[1]
+    variant = parts[2] if len(parts) == 3 else None
+    return normalize_platform(Platform(arch, os_, variant))
+
+
+def short(digest: str) -> str:
+    """dockerd's progress id of a blob: the first 12 hex digits of its digest."""
+    return digest.partition(":")[2][:12]
+
+
+class Puller:
+    """Pulls images from one registry session into `images` (see the module docstring)."""
+
+    def __init__(self, images: ImageService, session: Session, *, progress: ProgressFn | None = None,
+                 platform: Platform | None = None, max_concurrent: int = 3) -> None:
+        self.images = images
+        self.session = session
+        self.progress = progress or (lambda p: None)
+        self.platform = platform
+        self.max_concurrent = max(1, max_concurrent)
+        self._emit_lock = threading.Lock()
+
+    def _emit(self, status: str, id: str | None = None, current: int | None = None,
+              total: int | None = None, plain: bool = False) -> None:
+        with self._emit_lock:
+            self.progress(Progress(status, id, current, total, plain))
+
+    # --- manifests ---------------------------------------------------------------------------------
+
+    def fetch_manifest(self, ref: Reference, reference: str,
+                       expected: Descriptor | None = None) -> tuple[bytes, Manifest | Index, Digest]:
+        """GET a manifest or index by tag or digest; verified (see the module docstring)."""
+        scope = f"repository:{ref.path}:pull"
+        try:
+            resp = self.session.request("GET", f"/v2/{ref.path}/manifests/{reference}", scope=scope,
+                                        headers={"Accept": ACCEPT})
+        except NotFound as exc:
+            raise NotFound(f"manifest for {ref.familiar()} not found: {exc}") from exc
+        data = read_limited(resp, MAX_MANIFEST_SIZE, f"manifest {ref.name}:{reference}")
+        want: str | None = None
+        if expected is not None:
+            want = str(expected.digest)
+        elif ref.digest is not None and reference == str(ref.digest):
+            want = reference
+        else:
+            header = resp.headers.get("Docker-Content-Digest")
+            if header and header.startswith("sha256:"):
+                want = header
+        digest = Digest.from_bytes(data, Digest(want).algorithm if want else "sha256")
+        if want is not None and Digest(want) != digest:
+            raise DigestMismatch(f"manifest for {ref.familiar()}: the registry sent content hashing to "
+                                 f"{digest}, expected {want}")
+        if expected is not None and expected.size != len(data):
+            raise DigestMismatch(f"manifest {digest}: {len(data)} bytes, the index says {expected.size}")
+        ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip()
+        media_type = ctype if ctype in mt.MANIFESTS | mt.INDEXES else None
+        try:
+            doc = parse_any(data, media_type)
+        except InvalidArgument:
+            if media_type is None:
+                raise
+            doc = parse_any(data)  # a Content-Type that disagrees with the document: trust the document
+        return data, doc, digest
+
+    def resolve(self, ref: Reference) -> tuple[bytes, Manifest, Digest]:
+        """The manifest `ref` names for our platform: (bytes, manifest, the top-level digest)."""
+        reference = str(ref.digest) if ref.digest else (ref.tag or "latest")
+        data, doc, top = self.fetch_manifest(ref, reference)
+        if isinstance(doc, Index):
+            want = self.platform or host_platform()
+            desc = select_manifest(doc, want)
+            if not mt.is_manifest(desc.media_type):
+                raise InvalidArgument(f"{ref.familiar()}: nested indexes are not supported")
+            data, doc, _ = self.fetch_manifest(ref, str(desc.digest), expected=desc)
+            if not isinstance(doc, Manifest):
+                raise InvalidArgument(f"{ref.familiar()}: {desc.digest} is not an image manifest")
+        return data, doc, top
+
+    def tags(self, ref: Reference) -> list[str]:
+        """Every tag of the repository (GET /v2/<name>/tags/list, following `Link` pages)."""
+        out: list[str] = []
+        path: str | None = f"/v2/{ref.path}/tags/list"
+        while path:
+            resp = self.session.request("GET", path, scope=f"repository:{ref.path}:pull",
+                                        what=f"tags of {ref.familiar_name()}")
+            body = read_limited(resp, MAX_MANIFEST_SIZE, "tag list")
+            try:
+                out += [t for t in json.loads(body).get("tags") or [] if isinstance(t, str)]
+            except (ValueError, AttributeError) as exc:
+                raise InvalidArgument(f"tags of {ref.familiar_name()}: not a tag list") from exc
+            link = resp.headers.get("Link", "")
+            path = None
+            if link.startswith("<") and 'rel="next"' in link:
+                path = urllib.parse.urljoin(self.session.url("/"), link[1:link.index(">")])
+        return out
+
+    # --- blobs --------------------------------------------------------------------------------------
+
+    def _fetch_small_blob(self, ref: Reference, desc: Descriptor, limit: int) -> bytes:
+        resp = self.session.request("GET", f"/v2/{ref.path}/blobs/{desc.digest}",
+                                    scope=f"repository:{ref.path}:pull", what=f"blob {desc.digest}")
+        data = read_limited(resp, limit, f"blob {desc.digest}")
+        if Digest.from_bytes(data, desc.digest.algorithm) != desc.digest or len(data) != desc.size:
+            raise DigestMismatch(f"blob {desc.digest}: the registry sent other content")
+        return data
+
+    def download(self, ref: Reference, desc: Descriptor, result: PullResult,
+                 state: _Download | None = None) -> None:
+        """Stream one blob into the content store, resuming a partial ingest (module docstring).
+        `state` tells a concurrent unpacker how far the ingest file is."""
+        state = state or _Download()
+        try:
+            self._download(ref, desc, result, state)
+        except BaseException as exc:
+            state.fail(exc)
+            raise
+        state.finish()
+
+    def _download(self, ref: Reference, desc: Descriptor, result: PullResult, state: _Download) -> None:
+        content = self.images.content
+        sid = short(desc.digest)
+        ingest_ref = f"{INGEST_PREFIX}{desc.digest}"
+        deadline = time.monotonic() + LOCK_WAIT
+        attempt = 0
+        while True:
+            if content.exists(desc.digest):
+                self._emit("Download complete", sid)
+                return
+            try:
+                writer = content.writer(desc, ref=ingest_ref)
+            except Unavailable:
+                # Another pull (here or in another process) is writing this blob: wait for it.
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+                continue
+            state.start()
+            try:
+                offset = writer.offset
+                if offset < desc.size:
+                    if offset:
+                        result.resumed[str(desc.digest)] = offset
+                    headers = {"Range": f"bytes={offset}-"} if offset else {}
+                    resp = self.session.request("GET", f"/v2/{ref.path}/blobs/{desc.digest}",
+                                                scope=f"repository:{ref.path}:pull", headers=headers,
+                                                ok=(200, 206), what=f"blob {desc.digest}")
+                    if offset and resp.status == 200:
+                        # The registry ignored the range: start the blob over.
+                        state.restart()
+                        writer.abort()
+                        writer = content.writer(desc, ref=ingest_ref)
+                        result.resumed.pop(str(desc.digest), None)
+                        offset = 0
+                    elif resp.status == 206:
+                        start = _range_start(resp.headers.get("Content-Range", ""))
+                        if start != offset:
+                            discard(resp)
+                            raise Unavailable(f"blob {desc.digest}: asked for bytes from {offset}, "
+                                              f"got a range from {start}")
+                    self._stream(resp, writer, desc, sid, result, state)
+                self._emit("Verifying Checksum", sid)
+                writer.commit()
+                self._emit("Download complete", sid)
+                return
+            except DigestMismatch:
+                writer.abort()
+                raise
+            except (Unavailable, OSError, http.client.HTTPException) as exc:
+                writer.close()  # keeps the bytes for the retry (or the next pull)
+                attempt += 1
+                if attempt >= RETRIES:
+                    raise Unavailable(f"blob {desc.digest}: {exc}") from exc
+                self._emit(f"Retrying in {attempt} second{'s' if attempt > 1 else ''}", sid)
+                time.sleep(attempt * 0.5)
+            except BaseException:
+                writer.close()
+                raise
+
+    def _stream(self, resp: http.client.HTTPResponse, w: Any, desc: Descriptor, sid: str,
+                result: PullResult, state: _Download) -> None:
+        last = 0.0
+        key = str(desc.digest)
+        try:
+            while True:
+                chunk = resp.read1(BLOCK)
+                if not chunk:
+                    break
+                w.write(chunk)
+                state.advance()
+                result.fetched[key] = result.fetched.get(key, 0) + len(chunk)
+                now = time.monotonic()
+                if now - last >= PROGRESS_INTERVAL:
+                    last = now
+                    self._emit("Downloading", sid, w.offset, desc.size)
+        except BaseException:
+            resp.close()
+            raise
+        if w.offset != desc.size:
+            resp.close()
+            raise Unavailable(f"blob {desc.digest}: the connection ended after "
+                              f"{w.offset} of {desc.size} bytes")
+        self._emit("Downloading", sid, desc.size, desc.size)
+
+    def _unpack(self, layer: Descriptor, diff_id: str, parent: str | None, state: _Download) -> None:
+        """Unpack `layer` while it downloads: read its ingest file as it grows (`_Follower`),
+        and commit the snapshot only once the blob is verified. A download that had to start
+        over, or a blob already complete, is unpacked from the content store instead."""
+        content = self.images.content
+        sid = short(layer.digest)
+        if state.wait_started():
+            try:
+                with open(content.ingest_data(f"{INGEST_PREFIX}{layer.digest}"), "rb") as f:
+                    follower = _Follower(f, layer.size, state, lambda n: self._emit("Extracting", sid, n,
+                                                                                   layer.size))
+                    self.images.unpack_layer(layer, diff_id, parent, source=follower,
+                                             before_commit=state.wait_done)
+                    return
+            except (_Restarted, FileNotFoundError):
+                pass  # the bytes being followed went away: unpack the verified blob below
+        state.wait_done()
+        self._emit("Extracting", sid, 0, layer.size)
+        self.images.unpack_layer(layer, diff_id, parent)
+        self._emit("Extracting", sid, layer.size, layer.size)
+
+    # --- the whole pull -------------------------------------------------------------------------
+
+    def pull(self, ref: Reference, names: Iterable[str] | None = None) -> PullResult:
+        """Pull `ref` (a normalized Reference with a tag or a digest); see the module docstring."""
+        if ref.tag is None and ref.digest is None:
+            ref = ref.with_tag("latest")
+        mbytes, manifest, top = self.resolve(ref)
+        # After the manifest is found, as dockerd does: a missing image fails before any output.
+        self._emit(f"Pulling from {ref.path}", ref.tag if ref.digest is None else str(ref.digest), plain=True)
+        name = ref.string() if ref.digest is None else f"{ref.name}@{ref.digest}"
+        result = PullResult(image_id="", name=name, digest=str(top), updated=False)
+        with self.images.lease("pull") as lease:
+            content = self.images.content
+            mdesc = content.put(mbytes, manifest.media_type)
+            self.images.hold(lease, mdesc.digest)
+            if not content.exists(manifest.config.digest):
+                data = self._fetch_small_blob(ref, manifest.config, MAX_CONFIG_SIZE)
+                content.put(data, manifest.config.media_type, expected=manifest.config)
+            self.images.hold(lease, manifest.config.digest)
+            config = parse_config(content.read(manifest.config.digest))
+            check_image(manifest, config)
+            want = self.platform
+            if want is not None and not platform_matches(config.platform, want):
+                raise NotFound(f"image with reference {ref.familiar()} was found but does not match "
+                               f"the specified platform: wanted {want}, actual: {config.platform}")
+            chains = chain_ids([str(d) for d in config.diff_ids])
+            todo = [not self.images.unpacked(c) for c in chains]
+            queued = 0
+            for layer, needed in zip(manifest.layers, todo, strict=True):
+                self._emit("Pulling fs layer" if needed else "Already exists", short(layer.digest))
+            for layer, needed in zip(manifest.layers, todo, strict=True):
+                queued += needed
+                if needed and queued > self.max_concurrent:
+                    self._emit("Waiting", short(layer.digest))  # behind the concurrency limit
+            futures: dict[str, Future[None]] = {}
+            states: dict[str, _Download] = {}
+            with ThreadPoolExecutor(self.max_concurrent, thread_name_prefix="pull") as pool:
+                try:
+                    for layer, needed in zip(manifest.layers, todo, strict=True):
+                        key = str(layer.digest)
+                        if needed and key not in futures:
+                            states[key] = _Download()
+                            futures[key] = pool.submit(self.download, ref, layer, result, states[key])
+                    parent: str | None = None
+                    for layer, diff_id, chain, needed in zip(manifest.layers, config.diff_ids, chains,
+                                                             todo, strict=True):
+                        if needed:
+                            self.images.hold(lease, layer.digest)
+                            self._unpack(layer, str(diff_id), parent, states[str(layer.digest)])
+                            futures[str(layer.digest)].result()
+                            self._emit("Pull complete", short(layer.digest))
+                        parent = chain
+                except BaseException:
+                    for f in futures.values():
+                        f.cancel()
+                    for st in states.values():
+                        st.fail(Unavailable("the pull was abandoned"))
+                    raise
+            wanted = list(names) if names is not None else []
+            if ref.digest is None:
+                wanted.append(ref.string())
+            wanted.append(f"{ref.name}@{top}")
+            img, changed = self.images.add_pulled_image(mbytes, manifest.media_type,
+                                                        list(dict.fromkeys(wanted)))
+        result.image_id = str(img.id)
+        result.updated = bool(changed)
+        self._emit(f"Digest: {top}")
+        what = ref.familiar()
+        self._emit(f"Status: Downloaded newer image for {what}" if result.updated
+                   else f"Status: Image is up to date for {what}")
+        return result
+
+
+class _Restarted(Exception):
+    """The ingest being followed was dropped (the registry ignored a Range request)."""
+
+
+class _Download:
+    """One blob's download as its unpacker sees it (shared between two threads)."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.started = False
+        self.done = False
+        self.restarted = False
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        with self.cond:
+            self.started = True
+            self.cond.notify_all()
+
+    def advance(self) -> None:
+        with self.cond:
+            self.cond.notify_all()
+
+    def restart(self) -> None:
+        with self.cond:
+            self.restarted = True
+            self.cond.notify_all()
+
+    def finish(self) -> None:
+        with self.cond:
+            self.done = True
+            self.cond.notify_all()
+
+    def fail(self, exc: BaseException) -> None:
+        with self.cond:
+            if not self.done and self.error is None:
+                self.error = exc
+            self.cond.notify_all()
+
+    def wait_started(self) -> bool:
+        """True when a write is under way (its file can be followed); False when the blob is
+        complete already. Raises the download's error."""
+        with self.cond:
+            while not (self.started or self.done or self.error is not None):
+                self.cond.wait()
+            if self.error is not None:
+                raise self.error
+            return not self.done
+
+    def wait_done(self) -> None:
+        with self.cond:
+            while not self.done and self.error is None:
+                self.cond.wait()
+            if self.error is not None:
+                raise self.error
+
+
+class _Follower:
+    """Reads an ingest file while it is written: at its end, waits for the writer until the
+    blob's `total` bytes are read. `report(n)` is called with the position now and then once
+    the download is over (dockerd's "Extracting" progress)."""
+
+    def __init__(self, f: Any, total: int, state: _Download, report: Callable[[int], None]) -> None:
+        self._f = f
+        self.total = total
+        self.pos = 0
+        self._state = state
+        self._report = report
+        self._last = 0.0
+
+    def read(self, n: int = -1, /) -> bytes:
+        n = BLOCK if n is None or n < 0 else n
+        while self.pos < self.total:
+            data = self._f.read(min(n, self.total - self.pos))
+            if data:
+                self.pos += len(data)
+                now = time.monotonic()
+                if self._state.done and (now - self._last >= PROGRESS_INTERVAL or self.pos == self.total):
+                    self._last = now
+                    self._report(self.pos)
+                return bytes(data)
+            with self._state.cond:
+                if self._state.restarted:
+                    raise _Restarted()
+                if self._state.error is not None:
+                    raise Unavailable(f"download failed: {self._state.error}")
+                if self._state.done:
+                    # Complete and flushed, yet shorter than its descriptor: cannot be.
+                    if not self._f.read(1):
+                        raise Unavailable(f"the blob ended at {self.pos} of {self.total} bytes")
+                    self._f.seek(self.pos)
+                    continue
+                self._state.cond.wait(0.2)
+        return b""
+
+
+def _range_start(value: str) -> int:
+    """The first byte of `Content-Range: bytes <start>-<end>/<total>`; -1 if unreadable."""
+    unit, _, rest = value.partition(" ")
+    if unit != "bytes":
+        return -1
+    start = rest.partition("-")[0]
+    return int(start) if start.isdigit() else -1
+
+
+__all__ = ["ACCEPT", "Progress", "PullResult", "Puller", "parse_platform", "short"]
