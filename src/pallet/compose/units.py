@@ -1,0 +1,70 @@
+"""Compose's value formats: durations and byte sizes (Compose Specification, "Specifying
+durations" and "Specifying byte values")."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
+       "m": 60_000_000_000, "h": 3_600_000_000_000}
+
+
+def duration_ns(value: Any) -> int:
+    """A Go duration (`1m30s`, `10s`, `1.5s`, `250ms`) in nanoseconds; a bare number counts
+    seconds (docker-compose 1.x accepted those). ValueError says what is wrong."""
+    if isinstance(value, bool):
+        raise ValueError(f"must be a duration like 10s or 1m30s, not {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"must not be negative: {value!r}")
+        return int(value * 1_000_000_000)
+    if not isinstance(value, str):
+        raise ValueError(f"must be a duration like 10s or 1m30s, not {value!r}")
+    text = value.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return int(float(text) * 1_000_000_000)
+    parts = _DURATION_PART.findall(text)
+    if not text or _DURATION_PART.sub("", text) != "":
+        raise ValueError(f"must be a duration like 10s or 1m30s, not {value!r}")
+    return int(sum(float(n) * _NS[u] for n, u in parts))
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)", re.IGNORECASE)
+_MULT = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def ram_in_bytes(value: Any) -> int:
+    """A byte value (`512m`, `1g`, `2gb`, `1024`, an integer) in bytes, binary multiples as
+    docker's units.RAMInBytes. ValueError says what is wrong."""
+    if isinstance(value, bool):
+        raise ValueError(f"must be a byte value like 512m or 1g, not {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"must not be negative: {value!r}")
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"must be a byte value like 512m or 1g, not {value!r}")
+    m = _SIZE.fullmatch(value.strip())
+    if not m:
+        raise ValueError(f"must be a byte value like 512m or 1g, not {value!r}")
+    return int(float(m.group(1)) * _MULT[m.group(2).lower()])
+
+
+def duration_text(ns: int) -> str:
+    """Nanoseconds as Go prints a duration (`1m30s`, `500ms`), for `config` output."""
+    if ns == 0:
+        return "0s"
+    if ns < 1_000_000_000:
+        for unit, size in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
+            if ns >= size:
+                return f"{ns / size:g}{unit}"
+    out = ""
+    h, rest = divmod(ns, 3_600_000_000_000)
+    m, rest = divmod(rest, 60_000_000_000)
+    if h:
+        out += f"{h}h"
+    if h or m:
+        out += f"{m}m"
+    return out + f"{rest / 1_000_000_000:g}s"
