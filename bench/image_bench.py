@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/image_bench.py [--reps N] [--base-mb 100] [--change-mb 10]
                                           [--podman-driver overlay|vfs] [--compression gzip,zstd,none]
+                                          [--quick] [--out DIR]       (or: bench/run image --only ...)
 
 Measures (medians of --reps runs, default 5; the two engines alternate within each round):
 
@@ -143,7 +144,15 @@ def main() -> int:
     ap.add_argument("--compression", default="gzip,zstd,none",
                     help="Pallet layer compressions to measure, comma-separated (gzip is level 1)")
     ap.add_argument("--workdir", default="/var/tmp")
+    ap.add_argument("--quick", action="store_true",
+                    help="3 runs and only the default (uncompressed) layers, for bench/run --quick")
+    ap.add_argument("--out", default=str(RESULTS), help="directory for the JSON results")
+    ap.add_argument("--no-install", action="store_true", help="accepted for bench/run; installs nothing")
     args = ap.parse_args()
+    if args.quick:
+        args.reps = min(args.reps, 3)
+        if args.compression == "gzip,zstd,none":
+            args.compression = "none"
     if os.geteuid() != 0:
         print("image_bench: needs root (overlay mounts, podman's root store)", file=sys.stderr)
         return 2
@@ -303,9 +312,10 @@ def main() -> int:
         verdict = "met" if ok else "NOT met"
         out.write(f"Target (issue 3, commit <= half of podman) with {c}{default}: {verdict}.\n")
     print(out.getvalue())
-    RESULTS.mkdir(exist_ok=True)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    (RESULTS / f"image-{stamp}.json").write_text(json.dumps({
+    (out_dir / f"image-{stamp}.json").write_text(json.dumps({
         "kind": "image", "when": stamp, "host": platform.node(), "kernel": platform.release(),
         "args": vars(args), "base_tar_mb": tar_mb, "archive_mb": archive_mb, "times_s": times,
         "medians_s": med,

@@ -1,6 +1,6 @@
 """Runtime benchmark: pallet-runtime against runc and crun on one busybox bundle.
 
-    bench/run [--quick] [--reps N] [--warmup N] [--no-hyperfine] [--same-ns] [--no-install]
+    bench/run runtime --only [--quick] [--reps N] [--warmup N] [--no-hyperfine] [--same-ns] [--no-install]
 
 Measures, for each runtime, with the same config.json (busybox `true`, the secure defaults of
 `python -m pallet.runtime.bundle`: seccomp, capabilities, masked paths, cgroup under
