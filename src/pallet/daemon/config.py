@@ -7,7 +7,8 @@ File format (JSON object, keys as in dockerd's daemon.json where one exists):
      "insecure-tcp-loopback": false, "data-root": "/var/lib/pallet", "exec-root": "/run/pallet",
      "pidfile": "/run/pallet/palletd.pid", "group": "pallet", "log-level": "info", "debug": false,
      "default-runtime": "pallet-runtime", "runtimes": {"name": {"path": "/usr/bin/x", "runtimeArgs": []}},
-     "labels": ["k=v"], "live-restore": false, "cgroup-parent": "/pallet"}
+     "labels": ["k=v"], "live-restore": false, "cgroup-parent": "/pallet",
+     "insecure-registries": ["registry.lan:5000", "10.0.0.0/8"]}
 
 Merging follows dockerd (daemon/config.MergeDaemonConfigurations): a setting given both as a
 flag and in the file is an error naming every such key, and unknown keys are errors, so a typo
@@ -51,6 +52,18 @@ class DaemonConfig:
     cgroup_parent: str = "/pallet"
     image_store_max_size: int = 0    # bytes; 0: no limit (the automatic image-store policy)
     image_store_min_free: int = 0    # bytes free on the data root's file system; 0: no watermark
+    # --userns=auto (engine/userns.py): the mode of UsernsMode "" and the pool of host ids, ranges
+    # of userns_size from userns_base, userns_count of them.
+    userns_default: str = "host"
+    userns_base: int = 10000
+    userns_size: int = 2000
+    userns_count: int = 1000
+    # Registries spoken to over plain HTTP besides loopback (host[:port] or CIDR), as dockerd's
+    # insecure-registries (pallet.registry.client.transport).
+    insecure_registries: tuple[str, ...] = ()
+    # dockerd's --ip-forward: set net.ipv4.ip_forward=1 once a container joins a non-internal
+    # bridge network, so that its outbound NAT works (pallet.network.manager).
+    ip_forward: bool = True
 
     @property
     def socket_default(self) -> str:
@@ -71,6 +84,8 @@ _TYPES: dict[str, type] = {
     "insecure-tcp-loopback": bool, "data-root": str, "exec-root": str, "pidfile": str, "group": str,
     "log-level": str, "debug": bool, "default-runtime": str, "runtimes": dict, "labels": list,
     "live-restore": bool, "cgroup-parent": str, "image-store-max-size": int, "image-store-min-free": int,
+    "userns-default": str, "userns-base": int, "userns-size": int, "userns-count": int,
+    "insecure-registries": list, "ip-forward": bool,
 }
 assert {k.replace("-", "_") for k in _TYPES} == {f.name for f in fields(DaemonConfig)}
 
@@ -107,7 +122,7 @@ def load_file(path: str, *, required: bool) -> dict[str, Any]:
     return out
 
 
-_TYPE_NAMES = {list: "list of strings", bool: "boolean", str: "string", dict: "JSON object"}
+_TYPE_NAMES = {list: "list of strings", bool: "boolean", str: "string", dict: "JSON object", int: "number"}
 
 
 def merge(flags: dict[str, Any], file_settings: dict[str, Any], path: str) -> DaemonConfig:
@@ -123,6 +138,10 @@ def merge(flags: dict[str, Any], file_settings: dict[str, Any], path: str) -> Da
 
 
 def validate(config: DaemonConfig) -> None:
+    from pallet.engine.userns import UsernsSettings  # checks the mode and the pool's bounds
+
+    UsernsSettings(default=config.userns_default, base=config.userns_base, size=config.userns_size,
+                   count=config.userns_count)
     if config.log_level not in LOG_LEVELS:
         raise InvalidArgument(f"log-level {config.log_level!r}: want one of {', '.join(LOG_LEVELS)}")
     for name in ("data_root", "exec_root"):

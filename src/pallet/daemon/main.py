@@ -51,10 +51,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="OCI runtime for containers (default pallet-runtime)")
     p.add_argument("--label", dest="labels", action="append", metavar="KEY=VALUE", help="daemon label")
     p.add_argument("--live-restore", action="store_true", help="keep containers running without the daemon")
+    p.add_argument("--ip-forward", type=lambda v: v.lower() in ("1", "true", "yes"), metavar="BOOL",
+                   help="enable net.ipv4.ip_forward for bridge networks' outbound NAT (default true)")
     p.add_argument("--cgroup-parent", metavar="PATH",
                    help="parent cgroup of every container (default /pallet)")
+    p.add_argument("--userns-default", choices=("host", "auto"),
+                   help="user namespace of containers that ask for none (default host; auto: a range each)")
+    p.add_argument("--userns-base", type=int, metavar="ID",
+                   help="first host id of the --userns=auto pool (10000)")
+    p.add_argument("--userns-size", type=int, metavar="N", help="host ids per --userns=auto container (2000)")
+    p.add_argument("--userns-count", type=int, metavar="N", help="ranges in the --userns=auto pool (1000)")
     p.add_argument("--image-store-max-size", type=int, metavar="BYTES",
                    help="delete unused images, least recently used first, to keep the store under this")
+    p.add_argument("--insecure-registry", dest="insecure_registries", action="append", metavar="HOST",
+                   help="registry (host[:port] or CIDR) to allow plain HTTP to (repeatable; "
+                        "loopback always is)")
     p.add_argument("--image-store-min-free", type=int, metavar="BYTES",
                    help="... or to keep this much free on the data root's file system")
     return p
@@ -148,10 +159,20 @@ async def serve(config: DaemonConfig) -> None:
     sockets: list[tuple[str, tuple[int, int] | None]] = []
     try:
         host = hostinfo.gather(config, engine=hostinfo.engine_id(config.data_root), warnings=tuple(warnings))
+        if config.insecure_registries:
+            import dataclasses
+
+            host = dataclasses.replace(host, insecure_registries=tuple(config.insecure_registries))
         runtimes = {name: [spec["path"], *spec.get("runtimeArgs", [])]
                     for name, spec in config.runtimes.items()}
-        engine = EngineBackend(default_engine_factory(host, cgroup_parent=config.cgroup_parent,
-                                                      runtimes=runtimes))
+        from pallet.engine.userns import UsernsSettings, with_settings
+
+        userns = UsernsSettings(default=config.userns_default, base=config.userns_base,
+                                size=config.userns_size, count=config.userns_count)
+        from pallet.engine.networking import with_ip_forward
+
+        engine = EngineBackend(with_ip_forward(with_settings(default_engine_factory(
+            host, cgroup_parent=config.cgroup_parent, runtimes=runtimes), userns), config.ip_forward))
         images = ImageBackend(config.data_root, max_size=config.image_store_max_size,
                               min_free=config.image_store_min_free)
         app = create_app(host, engine=engine, images=images)
@@ -174,6 +195,10 @@ async def serve(config: DaemonConfig) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        # A child forked from here (pyroute2's netns helpers, multiprocessing) inherits Python's
+        # signal handlers and asyncio's wakeup fd: a SIGTERM sent to it would be written into
+        # that fd and read by this loop as palletd's own. Children start without either.
+        os.register_at_fork(after_in_child=_forget_daemon_signals)
         log.info("palletd %s ready (pid %d, data-root %s, exec-root %s, API %s)", host.version,
                  os.getpid(), config.data_root, config.exec_root, "1.50")
         sd_notify("READY=1")
@@ -187,6 +212,15 @@ async def serve(config: DaemonConfig) -> None:
             listeners.remove_socket(path, ident)
         pidfile.remove()
     log.info("palletd stopped")
+
+
+def _forget_daemon_signals() -> None:
+    try:  # the forking thread is the child's main thread (PyOS_AfterFork_Child)
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+    except ValueError:
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:

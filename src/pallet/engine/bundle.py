@@ -19,8 +19,8 @@ What is mapped, following moby's daemon/oci_linux.go:
 - Privileged: every capability, no seccomp filter, no masked or read-only paths, /sys and
   cgroups writable, every device allowed in the devices cgroup; host device nodes are not
   populated in /dev (use Devices for those).
-- NetworkMode: "none", and "default"/"bridge" (until the bridge driver of issue 5: a network
-  namespace with loopback only), or "host" (no network namespace). Anything else: NotSupported.
+- NetworkMode: "host" drops the network namespace; every other mode keeps it, and the engine
+  (pallet.engine.networking) points it at the namespace the network driver made.
 """
 
 from __future__ import annotations
@@ -241,12 +241,18 @@ def validate_create(config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str
     _caps(hc.get("CapAdd"), "CapAdd")
     _caps(hc.get("CapDrop"), "CapDrop")
     mode = hc.get("NetworkMode") or "default"
-    if mode not in (*NETWORK_NONE_MODES, "host"):
-        raise NotSupported(f"HostConfig.NetworkMode {mode!r} is not supported yet (none, host, default)")
+    if not isinstance(mode, str) or not re.match(r"^(container:.+|[a-zA-Z0-9][a-zA-Z0-9_.-]*)$", mode):
+        # default, bridge, host, none, container:<id>, or a network's name or id (engine/networking.py
+        # resolves it)
+        raise InvalidArgument(f"HostConfig.NetworkMode {mode!r}: invalid network mode")
     hc["NetworkMode"] = mode
-    for key in ("PidMode", "IpcMode", "UTSMode", "UsernsMode", "CgroupnsMode"):
+    for key in ("PidMode", "IpcMode", "UTSMode", "CgroupnsMode"):
         if (hc.get(key) or "") not in ("", "private", "shareable"):
             raise NotSupported(f"HostConfig.{key} {hc[key]!r} is not supported yet")
+    from pallet.engine import sysinit, userns  # UsernsMode: host/auto (engine/userns.py); Systemd
+
+    userns.parse_mode(hc.get("UsernsMode"))
+    sysinit.validate(hc)
     for opt in hc.get("SecurityOpt") or []:
         _security_opt(opt)
     for u in hc.get("Ulimits") or []:
@@ -276,8 +282,9 @@ def validate_create(config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str
     hc["LogConfig"] = {"Type": ltype, "Config": lopts}
     if hc.get("Init") and not os.path.exists(CATATONIT):
         raise NotSupported(f"HostConfig.Init needs an init binary ({CATATONIT}, Debian's catatonit)")
-    if (hc.get("RestartPolicy") or {}).get("Name") not in (None, "", "no"):
-        raise NotSupported("restart policies have their own issue: only 'no' is supported here")
+    from pallet.engine.restart import validate as validate_restart_policy
+
+    hc["RestartPolicy"] = validate_restart_policy(hc.get("RestartPolicy"))
     if hc.get("AutoRemove") and (hc.get("RestartPolicy") or {}).get("Name") not in (None, "", "no"):
         raise InvalidArgument("can't create 'AutoRemove' container with restart policy")
     hc.setdefault("ShmSize", DEFAULT_SHM)
@@ -584,9 +591,12 @@ def resources_update(update: Mapping[str, Any]) -> tuple[dict[str, Any], dict[st
     unknown = [k for k, v in update.items() if k not in allowed and v not in (None, "", 0, [], {})]
     if unknown:
         raise InvalidArgument(f"update: unsupported fields {', '.join(sorted(unknown))}")
-    if (stored.get("RestartPolicy") or {}).get("Name") not in (None, "", "no"):
-        raise NotSupported("restart policies have their own issue")
-    stored.pop("RestartPolicy", None)
+    if (stored.get("RestartPolicy") or {}).get("Name"):  # dockerd: an empty Name keeps the policy
+        from pallet.engine.restart import validate as validate_restart_policy
+
+        stored["RestartPolicy"] = validate_restart_policy(stored["RestartPolicy"])
+    else:
+        stored.pop("RestartPolicy", None)
     if stored.get("Memory") and 0 < stored["Memory"] < MIN_MEMORY:
         raise InvalidArgument("Minimum memory limit allowed is 6MB")
     if stored.get("NanoCpus") and (stored.get("CpuQuota") or stored.get("CpuPeriod")):

@@ -19,6 +19,9 @@ On disk, version 1:
     <data-root>/containers/<id>/rootfs/          the mount point of the container's snapshot
     <data-root>/containers/<id>/<id>-json.log    the json-file log (pallet.engine.logs)
     <data-root>/containers/<id>/{hostname,hosts,resolv.conf}
+    <data-root>/containers/<id>/restart.json      the manual-stop flag (pallet.engine.restart)
+    <data-root>/containers/<id>/health.json       State.Health (pallet.engine.health)
+    <data-root>/events/events.jsonl{,.1}         the event log (pallet.engine.events)
     <exec-root>/containers/<id>/                 the monitor's files (pallet.engine.monitor)
     <exec-root>/runtime/<runtime-name>/          each runtime's --root
 """
@@ -42,8 +45,15 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from pallet.engine import bundle as bundlemod
+from pallet.engine import events as eventsmod
+from pallet.engine import sysinit
+from pallet.engine.health import HealthChecks
+from pallet.engine.health import validate as validate_healthcheck
 from pallet.engine.logs import read_logs, rfc3339nano
 from pallet.engine.names import random_name, validate_name
+from pallet.engine.networking import EngineNetworking
+from pallet.engine.oom import OomWatcher
+from pallet.engine.restart import RestartManager
 from pallet.engine.runtimes import (
     DEFAULT_RUNTIME,
     Runtime,
@@ -52,6 +62,7 @@ from pallet.engine.runtimes import (
     signal_number,
 )
 from pallet.engine.state import ContainerState, Status, check_transition
+from pallet.engine.userns import UsernsManager
 from pallet.engine.volumes import VolumeStore
 from pallet.errors import (
     Conflict,
@@ -178,6 +189,7 @@ class _Watcher:
         self.on_exit = on_exit
         self.poller = select.poll()
         self.fds: dict[int, str] = {}
+        self.pending: list[str] = []  # exits to report that no pidfd will signal (`exited`)
         self.guard = threading.Lock()
         self.wake_r, self.wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self.poller.register(self.wake_r, select.POLLIN)
@@ -200,7 +212,16 @@ class _Watcher:
         os.write(self.wake_w, b"x")
         return True
 
+    def exited(self, cid: str) -> None:
+        """Report `cid`'s exit from this thread, as for a watched monitor (one that was gone
+        before it could be watched)."""
+        with self.guard:
+            self.pending.append(cid)
+        os.write(self.wake_w, b"x")
+
     def close(self) -> None:
+        if self.closed:  # idempotent: closing the pipe's numbers twice could close another file
+            return
         self.closed = True
         with contextlib.suppress(OSError):
             os.write(self.wake_w, b"x")
@@ -218,6 +239,14 @@ class _Watcher:
                 if fd == self.wake_r:
                     with contextlib.suppress(OSError):
                         os.read(self.wake_r, 4096)
+                    with self.guard:
+                        pending, self.pending = self.pending, []
+                    for gone in pending:
+                        if not self.closed:
+                            try:
+                                self.on_exit(gone)
+                            except Exception as exc:  # as below
+                                sys.stderr.write(f"pallet engine: handling the exit of {gone}: {exc}\n")
                     continue
                 with self.guard:
                     cid = self.fds.pop(fd, None)
@@ -257,7 +286,15 @@ class Engine:
         self._pending_volumes: dict[str, builtins.list[str]] = {}
         self.volumes = VolumeStore(self.data_root, self._volume_users)
         self._watcher = _Watcher(self._on_monitor_exit)
+        self.events = eventsmod.open_log(self.data_root)  # engine/events.py
+        self._restarts = RestartManager(self)  # engine/restart.py
+        self._health = HealthChecks(self)  # engine/health.py
+        self._oom = OomWatcher(self._on_oom)  # engine/oom.py
+        self.userns = UsernsManager(self.data_root)  # --userns=auto ranges (engine/userns.py)
+        self.networking = EngineNetworking(self)  # networks, namespaces, ports (engine/networking.py)
         self._load()
+        self.userns.pool.reconcile(self._containers)  # ranges of creates that died half-way
+        self._restarts.resume_on_boot()  # restart policies at daemon start
 
     # --- paths and helpers ------------------------------------------------------------------------
     @property
@@ -288,6 +325,26 @@ class Engine:
     def _save(self, c: Container) -> None:
         _write_json_atomic(os.path.join(self._dir(c.id), "container.json"), c.to_record())
 
+    def _on_oom(self, cid: str) -> None:
+        """The kernel's OOM killer acted in a running container (engine/oom.py): OOMKilled and the
+        `oom` event now, as dockerd on containerd's OOM event."""
+        with self._guard:
+            c = self._containers.get(cid)
+        if c is None:
+            return
+        with c.lock:
+            if not c.state.status.is_active or self._oom.reported(cid):
+                return
+            self._oom.mark_reported(cid)
+            c.state.oom_killed = True
+            self._save(c)
+            self._event(c, "oom")
+
+    def _event(self, c: Container, action: str, extra: Mapping[str, Any] | None = None) -> None:
+        """A container event with dockerd's attributes (engine/events.py)."""
+        self.events.emit("container", action, c.id, eventsmod.container_attributes(
+            c.name, c.image_ref, c.config.get("Labels"), extra))
+
     def _volume_users(self, name: str) -> builtins.list[str]:
         """Ids of the containers that use volume `name` (VolumeStore's in-use check)."""
         with self._guard:
@@ -313,7 +370,11 @@ class Engine:
 
     def close(self) -> None:
         """Stop watching (containers and their monitors keep running)."""
+        self._restarts.close()
+        self._health.close()
+        self._oom.close()
         self._watcher.close()
+        self.networking.close()  # the embedded DNS server's thread
         if self._own_images:
             self.images.close()
 
@@ -344,6 +405,7 @@ class Engine:
         """Create a container from a ContainerCreateRequest body; returns its id. Nothing is left
         behind when it fails."""
         cfg, hc = bundlemod.validate_create(config)
+        validate_healthcheck(cfg.get("Healthcheck"))
         rt = runtime or hc.get("Runtime") or self.default_runtime
         if rt not in self.runtimes:
             raise InvalidArgument(f"unknown runtime {rt!r} (have {', '.join(sorted(self.runtimes))})")
@@ -352,6 +414,7 @@ class Engine:
         img = self.images.get(cfg["Image"])
         image_config = img.config.config or {}
         bundlemod.command_of(image_config, cfg)  # "no command specified" now, not at start
+        net_mode, net_endpoints, net_ports = EngineNetworking.validate(cfg, hc)  # pops NetworkingConfig
         cid = secrets.token_hex(32)
         with self._guard:
             if name is not None:
@@ -370,12 +433,19 @@ class Engine:
             os.makedirs(self._rootfs(cid), mode=0o700)
             self._create_volumes(c, image_config)
             self._write_etc_files(c)
+            self.networking.configure(cid, name, net_mode, net_endpoints, net_ports,
+                                      list((c.config.get("ExposedPorts") or {}).keys()),
+                                      bool(hc.get("PublishAllPorts")))
+            self.userns.on_create(c.id, hc, self._dir(cid), rt,
+                                  [self.volumes.mountpoint(v["Name"]) for v in c.volumes])
             self.images.prepare_container_rootfs(cid, img)
             self._save(c)
         except BaseException:
             with contextlib.suppress(PalletError, OSError):
                 self.images.remove_container_rootfs(cid)
             shutil.rmtree(self._dir(cid), ignore_errors=True)
+            self.userns.release(cid)
+            self.networking.forget(cid)
             with self._guard:
                 self._names.pop(name, None)
                 self._pending_volumes.pop(cid, None)
@@ -384,6 +454,7 @@ class Engine:
         with self._guard:
             self._containers[cid] = c
             self._pending_volumes.pop(cid, None)
+        self._event(c, "create")
         return cid
 
     @staticmethod
@@ -439,6 +510,8 @@ class Engine:
         with c.lock:
             if c.state.status in (Status.RUNNING, Status.PAUSED):
                 return False
+            if c.state.status.can_start():
+                self._restarts.user_start(c)  # dockerd: a start by hand resets the restart policy
             self._start_locked(c)
             return True
 
@@ -455,17 +528,20 @@ class Engine:
         rootfs = self._rootfs(c.id)
         mounts = self.images.container_mounts(c.id)
         if not os.path.ismount(rootfs):
-            self.images.mount(mounts, rootfs)
+            self.userns.mount_rootfs(self.images, c.id, mounts, rootfs, os.path.join(self._dir(c.id), "l"))
         try:
+            self.networking.setup(c)  # the network namespace first: the spec names it
             self._write_spec(c, rootfs)
             result = self._spawn_monitor(c)
         except BaseException as exc:
+            self.networking.teardown(c.id)
             with contextlib.suppress(OSError, PalletError):
                 self.images.unmount(mounts, rootfs)
             c.state.error = str(exc)
             self._save(c)
             raise
         if "error" in result:
+            self.networking.teardown(c.id)
             with contextlib.suppress(OSError, PalletError):
                 self.images.unmount(mounts, rootfs)
             c.state.error = result["error"]
@@ -481,8 +557,13 @@ class Engine:
         c.state.started_at = result["started_at"]
         c.state.exit_code, c.state.error, c.state.oom_killed = 0, "", False
         self._save(c)
+        self._event(c, "start")
+        self._health.start_locked(c)
+        self._oom.watch(c.id, f"{self.cgroup_parent}/{c.id}")
         if not c.monitor_start or not self._watcher.watch(c.id, c.monitor_pid, c.monitor_start):
-            self._exited_locked(c)
+            # Gone before it was watched (a quick command): the watcher's exit handling all the
+            # same (restart policy, AutoRemove), on its thread once this start releases the lock.
+            self._watcher.exited(c.id)
 
     def _write_spec(self, c: Container, rootfs: str) -> None:
         img = self.images.get(c.image)
@@ -494,10 +575,18 @@ class Engine:
                    "/etc/resolv.conf": os.path.join(d, "resolv.conf")},
             lookup_user=lambda user: _lookup_user(rootfs, user), host_hostname=socket.gethostname(),
             volumes={v["Destination"]: self.volumes.mountpoint(v["Name"]) for v in c.volumes})
+        stop = sysinit.apply(spec, c.config, img.config.config or {}, c.host_config, rootfs)
+        if stop and not c.config.get("StopSignal"):
+            c.config["StopSignal"] = stop  # a system container's init halts on its own signal
+        self.userns.apply_spec(c.id, c.runtime, spec, {v["Destination"]: self.volumes.mountpoint(v["Name"])
+                                                        for v in c.volumes})
+        self.networking.amend_spec(c, spec)
         # Docker creates missing bind sources (Binds only, not Mounts).
         for b in c.host_config.get("Binds") or []:
-            if not bundlemod.is_volume_source(b.split(":")[0]):
-                os.makedirs(b.split(":")[0], exist_ok=True)
+            if not bundlemod.is_volume_source(b.split(":")[0]) and not os.path.exists(b.split(":")[0]):
+                os.makedirs(b.split(":")[0])  # an existing source may be a file (a bound config)
+        if os.path.basename(self.runtimes[c.runtime][0]) == "crun":
+            spec["ociVersion"] = "1.0.2"  # crun 1.8 refuses any version not starting with "1.0"
         _write_json_atomic(os.path.join(d, "config.json"), spec)
 
     def _spawn_monitor(self, c: Container) -> dict[str, Any]:
@@ -550,6 +639,7 @@ class Engine:
             if not c.state.status.is_active:
                 return
             self._exited_locked(c)
+            self._restarts.on_exit_locked(c)  # engine/restart.py
             auto = bool(c.host_config.get("AutoRemove"))
         if auto:
             with contextlib.suppress(NotFound, Conflict):
@@ -568,6 +658,7 @@ class Engine:
         c.state.oom_killed = _oom_killed(f"{self.cgroup_parent}/{c.id}")
         rt = self._runtime(c)
         rt.delete(c.id)  # kills what is left (the init of a died monitor) by its recorded pid
+        self.networking.teardown(c.id)  # veths, addresses, ports, rules, the namespace
         with contextlib.suppress(OSError, PalletError):
             self.images.unmount(self.images.container_mounts(c.id), self._rootfs(c.id))
         if c.state.status is not Status.EXITED:
@@ -578,6 +669,12 @@ class Engine:
         c.monitor_pid = c.monitor_start = c.init_start = 0
         c.exits += 1
         self._save(c)
+        self._health.stop_locked(c)
+        self._oom.unwatch(c.id)
+        if c.state.oom_killed and not self._oom.reported(c.id):
+            self._event(c, "oom")
+        self._event(c, "die", {"exitCode": code, "execDuration": int(
+            max(0.0, _epoch_float(finished) - _epoch_float(c.state.started_at)))})
         c.cond.notify_all()
 
     def _wait_inactive_locked(self, c: Container, timeout: float | None) -> bool:
@@ -593,10 +690,14 @@ class Engine:
         with c.lock:
             if not c.state.status.can_stop():
                 return False
+            self._restarts.user_stop(c)
             self._stop_locked(c, timeout, num)
+            self._event(c, "stop")
             return True
 
     def _stop_locked(self, c: Container, timeout: int | None, sig: int | None = None) -> None:
+        if self._restarts.abort_locked(c):
+            return  # it was waiting to be restarted: now it is just exited
         if timeout is None:
             timeout = c.config.get("StopTimeout")
             timeout = DEFAULT_STOP_TIMEOUT if timeout is None else int(timeout)
@@ -614,6 +715,7 @@ class Engine:
     def _signal_locked(self, c: Container, sig: int) -> None:
         rt = self._runtime(c)
         rt.kill(c.id, sig)
+        self._event(c, "kill", {"signal": sig})
         if c.state.status is Status.PAUSED and sig == 9:
             # A frozen task dies of SIGKILL only once thawed (moby: killWithSignal unpauses).
             with contextlib.suppress(PalletError):
@@ -623,6 +725,8 @@ class Engine:
         c = self.get(ref)
         num = signal_number(sig)
         with c.lock:
+            if self._restarts.user_kill_locked(c, num):
+                return
             if not c.state.status.can_kill():
                 raise Conflict(f"Cannot kill container: {c.id[:12]}: container {c.id} is not running")
             self._signal_locked(c, num)
@@ -636,10 +740,14 @@ class Engine:
         c = self.get(ref)
         with c.lock:
             if c.state.status.can_stop():
+                self._restarts.user_stop(c)
                 self._stop_locked(c, timeout, num)
+                self._event(c, "stop")
+            self._restarts.user_start(c, reset_count=False)
             self._start_locked(c)
             c.restart_count += 1
             self._save(c)
+            self._event(c, "restart")
 
     def pause(self, ref: str) -> None:
         c = self.get(ref)
@@ -649,6 +757,7 @@ class Engine:
             self._runtime(c).pause(c.id)
             c.state.set(Status.PAUSED)
             self._save(c)
+            self._event(c, "pause")
 
     def unpause(self, ref: str) -> None:
         c = self.get(ref)
@@ -658,6 +767,7 @@ class Engine:
             self._runtime(c).resume(c.id)
             c.state.set(Status.RUNNING)
             self._save(c)
+            self._event(c, "unpause")
 
     # --- wait ---------------------------------------------------------------------------------------
     def wait(self, ref: str, condition: str = "not-running", timeout: float | None = None) -> int:
@@ -693,6 +803,7 @@ class Engine:
                     raise Conflict(f"removal of container {c.id[:12]} is already in progress")
                 raise Conflict(f"You cannot remove a {c.state.status.value} container {c.id}. Stop the "
                                "container before attempting removal or force remove")
+            self._restarts.user_kill_locked(c, 9)  # no restart of the exit the removal causes
             if c.state.status.is_active:
                 with contextlib.suppress(Conflict, NotFound):
                     self._signal_locked(c, 9)
@@ -715,6 +826,8 @@ class Engine:
             self.images.remove_container_rootfs(c.id)
         shutil.rmtree(self._xdir(c.id), ignore_errors=True)
         shutil.rmtree(self._dir(c.id), ignore_errors=True)
+        self.userns.release(c.id)  # after the rootfs is gone: its upper dir holds ids of the range
+        self.networking.forget(c.id)
         with self._guard:
             self._containers.pop(c.id, None)
             if self._names.get(c.name) == c.id:
@@ -722,6 +835,9 @@ class Engine:
             for eid in [e for e, x in self._execs.items() if x.container_id == c.id]:
                 del self._execs[eid]
         c.removed = True
+        self._restarts.forget(c.id)
+        self._health.forget(c.id)
+        self._event(c, "destroy")
         c.cond.notify_all()
 
     def prune(self, filters: Mapping[str, Sequence[str]] | None = None) -> builtins.list[str]:
@@ -767,8 +883,10 @@ class Engine:
                                f'"{self._names[new]}"')
             del self._names[c.name]
             self._names[new] = c.id
-            c.name = new
+            old, c.name = c.name, new
             self._save(c)
+            self.networking.rename(c.id, new)
+            self._event(c, "rename", {"oldName": f"/{old}"})
 
     def update(self, ref: str, resources: Mapping[str, Any]) -> list[str]:
         """Change resource limits (a ContainerUpdateRequest body); applied through the runtime's
@@ -792,6 +910,7 @@ class Engine:
                 self._runtime(c).update(c.id, res)
             hc.update(stored)
             self._save(c)
+            self._event(c, "update")
         return []
 
     # --- exec ----------------------------------------------------------------------------------------
@@ -810,7 +929,13 @@ class Engine:
         eid = secrets.token_hex(32)
         with self._guard:
             self._execs[eid] = ExecConfig(eid, c.id, dict(config))
+        self._event(c, "exec_create: " + " ".join(cmd), {"execID": eid})
         return eid
+
+    def exec_remove(self, exec_id: str) -> None:
+        """Forget an exec instance (the healthcheck's probes: dockerd unregisters them too)."""
+        with self._guard:
+            self._execs.pop(exec_id, None)
 
     def exec_start(self, exec_id: str, detach: bool = False) -> ExecSession | None:
         """Run the exec; detached: return None at once (the exit code lands in exec_inspect);
@@ -865,9 +990,11 @@ class Engine:
                     listener.close()
                     shutil.rmtree(cdir, ignore_errors=True)
             ex.running = True
+            self._event(c, "exec_start: " + " ".join(ex.config["Cmd"]), {"execID": exec_id})
 
         def done(code: int) -> None:
             ex.running, ex.exit_code = False, code
+            self._event(c, "exec_die", {"execID": exec_id, "exitCode": code})
             with contextlib.suppress(OSError), open(pidfile) as f:
                 ex.pid = int(f.read().strip() or 0)
 
@@ -934,7 +1061,27 @@ class Engine:
                 raise Conflict(f"container {c.id[:12]}: attach: {exc}") from exc
             finally:
                 os.close(dfd)
+            self._event(c, "attach")
             return s
+
+    def resize(self, ref: str, height: int, width: int) -> None:
+        """Set a running Tty container's window size, through its monitor's ctl FIFO (see
+        engine/monitor.py). A container without a Tty ignores it, as dockerd's does."""
+        c = self.get(ref)
+        with c.lock:
+            if not c.state.status.is_active:
+                raise Conflict(f"Container {c.id} is not running")
+            if height <= 0 or width <= 0 or not c.config.get("Tty"):
+                return
+            try:
+                ctl = os.path.join(self._xdir(c.id), "ctl")
+                fd = os.open(ctl, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError:
+                return  # a monitor from before the ctl FIFO, or one that is finishing
+            try:
+                os.write(fd, f"resize {height} {width}\n".encode())
+            finally:
+                os.close(fd)
 
     def logs(self, ref: str, *, follow: bool = False, since: float | None = None, until: float | None = None,
              timestamps: bool = False, tail: int | None = None, stdout: bool = True,
@@ -985,18 +1132,23 @@ class Engine:
                     if do:
                         self._runtime(c).resume(c.id)
 
-        return str(self.images.commit(c.id, repo_tag, author=author, message=message, changes=changes,
-                                      pause=frozen))
+        view = self.userns.commit_view(c.id)  # --userns=auto: store container ids, not the range's
+        image_id = str(self.images.commit(c.id, repo_tag, author=author, message=message, changes=changes,
+                                          pause=frozen, upper_view=view))
+        self._event(c, "commit", {"comment": message, "imageID": image_id, "imageRef": repo_tag or ""})
+        return image_id
 
     def export(self, ref: str, out: Any) -> None:
         c = self.get(ref)
-        self.images.export_container(c.id, out)
+        view = self.userns.commit_view(c.id)
+        self.images.export_container(c.id, out, upper_view=view)
 
     # --- listing --------------------------------------------------------------------------------------
     def list(self, all: bool = False, filters: Mapping[str, Sequence[str]] | None = None,
              limit: int = -1) -> builtins.list[dict[str, Any]]:
         """ContainerSummary objects, newest first (Docker's /containers/json)."""
         flt = {k: list(v) for k, v in (filters or {}).items()}
+        health = self._health.filter_values(flt.pop("health", None))  # engine/health.py
         for k in flt:
             if k not in ("status", "name", "id", "label", "ancestor", "exited"):
                 raise InvalidArgument(f"invalid filter '{k}'")
@@ -1008,6 +1160,8 @@ class Engine:
             if not all and not c.state.status.is_active and "status" not in flt and "exited" not in flt:
                 continue
             if not matches(c, flt, self._ancestors):
+                continue
+            if health and self._health.status_of(c) not in health:
                 continue
             out.append(self._summary(c))
             if 0 < limit <= len(out):
@@ -1021,12 +1175,28 @@ class Engine:
 
     def _summary(self, c: Container) -> dict[str, Any]:
         cmd = [*(c.config.get("Entrypoint") or []), *(c.config.get("Cmd") or [])]
+        net_ports, net_settings = self.networking.summary(c)
         return {"Id": c.id, "Names": [f"/{c.name}"], "Image": c.image_ref, "ImageID": c.image,
-                "Command": " ".join(cmd), "Created": _epoch(c.created), "Ports": [],
+                "Command": " ".join(cmd), "Created": _epoch(c.created), "Ports": net_ports,
                 "Labels": c.config.get("Labels") or {}, "State": c.state.status.value,
-                "Status": _status_text(c.state),
+                "Status": self._health.status_text(c, _status_text(c.state)),
                 "HostConfig": {"NetworkMode": c.host_config.get("NetworkMode")},
-                "NetworkSettings": {"Networks": {}}, "Mounts": self._mounts(c)}
+                "NetworkSettings": net_settings, "Mounts": self._mounts(c)}
+
+    def sizes(self, ref: str) -> tuple[int, int]:
+        """(SizeRw, SizeRootFs) as Docker's `?size=1` reports them: the bytes of the files in the
+        container's writable layer, and those plus its image's (regular files, hard links
+        counted once, as moby's pkg/directory.Size)."""
+        c = self.get(ref)
+        rw = 0
+        with contextlib.suppress(PalletError, OSError, IndexError):
+            m = self.images.container_mounts(c.id)[0]
+            upper = m.option("upperdir") if m.type == "overlay" else m.source
+            rw = _tree_size(upper) if upper else 0
+        image_size = 0
+        with contextlib.suppress(PalletError):
+            image_size = int(self.images.inspect(c.image).get("Size") or 0)
+        return rw, rw + image_size
 
     def _mounts(self, c: Container) -> builtins.list[dict[str, Any]]:
         out = []
@@ -1058,16 +1228,16 @@ class Engine:
                 gd["Data"] = {k: v for k, v in pairs if v}
             d = self._dir(c.id)
             return {
-                "Id": c.id, "Created": c.created, "Path": path, "Args": args, "State": c.state.to_docker(),
+                "Id": c.id, "Created": c.created, "Path": path, "Args": args,
+                "State": self._health.inspect_state(c, c.state.to_docker()),
                 "Image": c.image, "ResolvConfPath": os.path.join(d, "resolv.conf"),
                 "HostnamePath": os.path.join(d, "hostname"), "HostsPath": os.path.join(d, "hosts"),
                 "LogPath": self.log_path(c.id), "Name": f"/{c.name}", "RestartCount": c.restart_count,
                 "Driver": gd["Name"], "Platform": "linux", "MountLabel": "", "ProcessLabel": "",
-                "AppArmorProfile": "", "ExecIDs": self._exec_ids(c.id) or None, "HostConfig": c.host_config,
+                "AppArmorProfile": "", "ExecIDs": self._exec_ids(c.id) or None,
+                "HostConfig": self.userns.inspect_host_config(c.id, c.host_config),
                 "GraphDriver": gd, "Mounts": self._mounts(c), "Config": c.config,
-                "NetworkSettings": {"Bridge": "", "SandboxID": "", "SandboxKey": "", "Ports": {},
-                                    "Networks": ({"host": {}} if c.host_config.get("NetworkMode") == "host"
-                                                 else {"none": {}})},
+                "NetworkSettings": self.networking.settings(c),
             }
 
     def _exec_ids(self, cid: str) -> builtins.list[str]:
@@ -1096,12 +1266,16 @@ class Engine:
                     continue
                 alive = c.monitor_pid and _proc_start(c.monitor_pid) == c.monitor_start
                 if alive and self._watcher.watch(c.id, c.monitor_pid, c.monitor_start):
+                    self._health.resume_locked(c)
+                    self._oom.watch(c.id, f"{self.cgroup_parent}/{c.id}")
                     continue
                 self._exited_locked(c)
                 auto = bool(c.host_config.get("AutoRemove"))
             if auto:
                 with contextlib.suppress(PalletError):
                     self.remove(c.id, force=True, volumes=True)
+        # What dead runs left in the kernel (veths, namespaces, rules), ports of live ones held again.
+        self.networking.reconcile([c.id for c in list(self._containers.values()) if c.state.status.is_active])
 
 
 # --- pure helpers ---------------------------------------------------------------------------------
@@ -1193,7 +1367,9 @@ def _status_text(st: ContainerState, now: float | None = None) -> str:
         if st.finished_at.startswith("0001-"):
             return f"Exited ({st.exit_code})"
         return f"Exited ({st.exit_code}) {human_duration(now - parse_time(st.finished_at) / 1e9)} ago"
-    return {Status.CREATED: "Created", Status.RESTARTING: "Restarting", Status.DEAD: "Dead",
+    if st.status is Status.RESTARTING:  # dockerd's State.String
+        return f"Restarting ({st.exit_code}) {human_duration(now - parse_time(st.finished_at) / 1e9)} ago"
+    return {Status.CREATED: "Created", Status.DEAD: "Dead",
             Status.REMOVING: "Removal In Progress"}[st.status]
 
 
@@ -1247,3 +1423,19 @@ def _oom_killed(cgroup_path: str, root: str = "/sys/fs/cgroup") -> bool:
                     return int(v) > 0
     return False
 
+
+def _tree_size(top: str) -> int:
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for root, _dirs, files in os.walk(top):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue
+            if st.st_nlink > 1:
+                if (st.st_dev, st.st_ino) in seen:
+                    continue
+                seen.add((st.st_dev, st.st_ino))
+            total += st.st_size
+    return total

@@ -5,8 +5,8 @@
 The engine starts it for each start of a container. It double-forks and calls setsid (so it is
 nobody's child and has no terminal), makes itself a child subreaper (prctl(2)
 PR_SET_CHILD_SUBREAPER: the container's init, forked by the runtime, is re-parented to it),
-then runs `<runtime> create` with the container's stdio connected to pipes it owns (or, for a
-Tty container, receives the pty master over --console-socket), `<runtime> start`, and reports
+then runs `<runtime> run --detach` (create and start) with the container's stdio connected to
+pipes it owns (or, for a Tty container, receives the pty master over --console-socket), and reports
 `{"monitor": pid, "pid": init-pid, "started_at": ...}` (or `{"error": ...}`) on the sync fd.
 
 From then on it copies stdout/stderr into the json-file log (pallet.engine.logs) and to attach
@@ -20,6 +20,10 @@ Files in the exec dir (<exec-root>/containers/<id>/), version 1:
     attach.sock    attach clients: they receive the output (raw for a Tty, else Docker's
                    8-byte-header multiplexed frames: stream 1 stdout, 2 stderr) and what they
                    send goes to the container's stdin (when OpenStdin)
+    ctl            a FIFO of control lines from the engine (conmon has the same): "resize ROWS
+                   COLS\n" sets a Tty container's window size (TIOCSWINSZ on the pty master; the
+                   kernel then sends SIGWINCH to the foreground process group); other lines are
+                   ignored
     (the --console-socket of a Tty container is /tmp/pallet-console-<random>/console.sock,
     short enough for sun_path wherever the exec root is; gone once the pty is received)
     init.pid       the runtime's --pid-file
@@ -101,6 +105,7 @@ class Monitor:
         self.init_pid = 0
         self.exit_code: int | None = None
         self.stdin_fd = -1
+        self.master = -1  # a Tty container's pty master
         self.outputs: dict[int, tuple[str, int]] = {}  # fd -> (stream name, frame number)
         self.clients: dict[int, socket.socket] = {}
         self.client_buf: dict[int, bytearray] = {}
@@ -142,6 +147,12 @@ class Monitor:
         attach.listen(16)
         attach.setblocking(False)
         self.attach = attach
+        with _suppress():
+            os.unlink(self.path("ctl"))
+        os.mkfifo(self.path("ctl"), 0o600)
+        # Read-write, so that the FIFO never reports EOF when the engine's writer closes it.
+        self.ctl = os.open(self.path("ctl"), os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        self.ctl_buf = b""
         console = None
         child: list[int] = []
         if self.tty:
@@ -169,7 +180,11 @@ class Monitor:
             child += [out_w, err_w]
             self.outputs = {out_r: ("stdout", 1), err_r: ("stderr", 2)}
             stdio = (in_fd, out_w, err_w)
-        args = ["create", "--bundle", self.cfg["bundle"], "--pid-file", self.path("init.pid")]
+        # `run --detach` is create then start in one runtime process (runc's, crun's and
+        # pallet-runtime's alike): one interpreter start-up less than create + start. A pty
+        # sent over the console socket waits in the listen backlog until accepted below, and
+        # output waits in the pipes or the pty until the loop reads it.
+        args = ["run", "--detach", "--bundle", self.cfg["bundle"], "--pid-file", self.path("init.pid")]
         if console is not None:
             args += ["--console-socket", os.path.join(self.console_dir, "console.sock")]
         rc = self.runtime(*args, self.cid, stdio=stdio)
@@ -183,7 +198,7 @@ class Monitor:
                 os.rmdir(self.console_dir)
         if rc != 0:
             reason = last_runtime_error(self.path("runtime.log")) or self._early_stderr()
-            return {"error": reason or f"runtime create exited with status {rc}"}
+            return {"error": reason or f"runtime run exited with status {rc}"}
         if console is not None:
             console.settimeout(5)
             try:
@@ -202,13 +217,10 @@ class Monitor:
             master = fds[0]
             os.set_inheritable(master, False)
             self.outputs = {master: ("stdout", 1)}
+            self.master = master
             self.stdin_fd = master if self.open_stdin else -1
         with open(self.path("init.pid")) as f:
             self.init_pid = int(f.read().strip())
-        if self.runtime("start", self.cid) != 0:
-            reason = last_runtime_error(self.path("runtime.log"))
-            self.runtime("delete", "--force", self.cid)
-            return {"error": reason or "runtime start failed"}
         return {"monitor": os.getpid(), "pid": self.init_pid, "started_at": rfc3339nano(time.time_ns())}
 
     def _early_stderr(self) -> str:
@@ -227,6 +239,7 @@ class Monitor:
             self.poller.register(fd, select.POLLIN)
         self.poller.register(wake, select.POLLIN)
         self.poller.register(self.attach.fileno(), select.POLLIN)
+        self.poller.register(self.ctl, select.POLLIN)
         deadline = None
         self.reap()
         while self.outputs or self.exit_code is None:
@@ -248,6 +261,8 @@ class Monitor:
                     self.on_output(fd)
                 elif fd == self.attach.fileno():
                     self.on_accept()
+                elif fd == self.ctl:
+                    self.on_control()
                 elif fd in self.clients:
                     self.on_client(fd, ev)
         for fd in list(self.outputs):
@@ -264,6 +279,19 @@ class Monitor:
             if pid == self.init_pid:
                 code = os.waitstatus_to_exitcode(status)
                 self.exit_code = 128 - code if code < 0 else code
+
+    def on_control(self) -> None:
+        try:
+            self.ctl_buf += os.read(self.ctl, 4096)
+        except BlockingIOError:
+            return
+        *lines, self.ctl_buf = self.ctl_buf.split(b"\n")
+        for line in lines:
+            words = line.split()
+            resize = len(words) == 3 and words[0] == b"resize" and words[1].isdigit() and words[2].isdigit()
+            if resize and self.master >= 0 and self.master in self.outputs:
+                with _suppress():
+                    set_winsize(self.master, int(words[1]), int(words[2]))
 
     def on_output(self, fd: int) -> None:
         name, num = self.outputs[fd]
@@ -386,6 +414,17 @@ class Monitor:
         self.attach.close()
         with _suppress():
             os.unlink(self.path("attach.sock"))
+        os.close(self.ctl)
+        with _suppress():
+            os.unlink(self.path("ctl"))
+
+
+def set_winsize(fd: int, rows: int, cols: int) -> None:
+    import fcntl
+    import struct
+    import termios
+
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
 class _suppress:
@@ -442,8 +481,9 @@ def main(argv: list[str]) -> int:
     os.close(sync_fd)
     if "error" in result:
         mon.attach.close()
-        with _suppress():
-            os.unlink(mon.path("attach.sock"))
+        for name in ("attach.sock", "ctl"):
+            with _suppress():
+                os.unlink(mon.path(name))
         return 1
     error = ""
     try:

@@ -144,6 +144,7 @@ class VolumeStore:
             except BaseException:
                 shutil.rmtree(d, ignore_errors=True)
                 raise
+            self._event("create", name)
             return self._view(rec)
 
     def get(self, name: str) -> dict[str, Any]:
@@ -211,6 +212,13 @@ class VolumeStore:
         # The record goes first, so a half-removed volume is never listed.
         os.unlink(os.path.join(d, "volume.json"))
         shutil.rmtree(d, ignore_errors=True)
+        self._event("destroy", name)
+
+    def _event(self, action: str, name: str) -> None:
+        """dockerd's volume events (create, destroy; attribute driver) in the engine's event log."""
+        from pallet.engine.events import open_log
+
+        open_log(os.path.dirname(self.root)).emit("volume", action, name, {"driver": "local"})
 
     def prune(self, filters: Mapping[str, Sequence[str]] | None = None) -> tuple[builtins.list[str], int]:
         """Remove unused volumes, anonymous ones only unless `all=true`; filters label, label!.

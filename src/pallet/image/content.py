@@ -525,6 +525,11 @@ class ContentStore:
             raise NotFound(f"no ingest for ref {ref!r}")
         self.writer(ref=ref).abort()
 
+    def ingest_data(self, ref: str) -> Path:
+        """The `data` file of the resumable write `ref` (it may not exist): a reader can follow
+        a write in progress there (a pull unpacks a layer while it downloads)."""
+        return self.path / "ingest" / hashlib.sha256(ref.encode()).hexdigest() / "data"
+
     def clean_ingests(self, older_than: float = 0.0) -> int:
         """Remove ingests no writer holds whose last write is older than `older_than` seconds.
         Returns how many were removed."""

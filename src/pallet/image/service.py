@@ -450,7 +450,11 @@ class ImageService:
             parent = chain
         return parent
 
-    def _apply(self, layer: Descriptor, diff_id: str, chain: str, parent: str | None) -> None:
+    def _apply(self, layer: Descriptor, diff_id: str, chain: str, parent: str | None,
+               source: Any = None, before_commit: Callable[[], None] | None = None) -> None:
+        """Apply `layer` (read from the content store, or from `source`, a reader of its
+        compressed bytes) as snapshot `chain`; `before_commit` runs just before the snapshot is
+        committed and may refuse it by raising (a pull waits there for the blob's digest)."""
         key = f"extract-{secrets.token_hex(8)}-{chain}"
         with self._lease("unpack") as lease:
             self.meta.add_lease_resource(lease, "snapshot", key)
@@ -459,14 +463,22 @@ class ImageService:
             try:
                 target = str(self.snapshots.upper_dir(key))
                 lowers = self._lower_dirs(parent) if self._overlay else []
-                with self.content.open(layer.digest) as blob:
-                    result = apply_layer(decompress_layer(blob), target, overlay_whiteouts=self._overlay,
+                if source is not None:
+                    result = apply_layer(decompress_layer(source), target, overlay_whiteouts=self._overlay,
                                          lower_dirs=lowers)
-                    while blob.read(CHUNK):  # verify the blob's digest to the last byte
+                    while source.read(CHUNK):
                         pass
+                else:
+                    with self.content.open(layer.digest) as blob:
+                        result = apply_layer(decompress_layer(blob), target,
+                                             overlay_whiteouts=self._overlay, lower_dirs=lowers)
+                        while blob.read(CHUNK):  # verify the blob's digest to the last byte
+                            pass
                 if result.diff_id != diff_id:
                     raise DigestMismatch(f"layer {layer.digest} unpacks to diff_id {result.diff_id}, "
                                          f"the config says {diff_id}")
+                if before_commit is not None:
+                    before_commit()
                 try:
                     self.snapshots.commit(chain, key)
                     committed = True
@@ -632,11 +644,14 @@ class ImageService:
     def commit(self, container_id: str, ref: str | None = None, *, author: str = "",
                message: str = "", changes: Iterable[str] = (), created_by: str = "",
                pause: Callable[[], AbstractContextManager[object]] | None = None,
-               compression: str | None = None, level: int | None = None) -> str:
+               compression: str | None = None, level: int | None = None,
+               upper_view: Callable[[str], AbstractContextManager[str]] | None = None) -> str:
         """`docker commit`: the container's change (its overlay upper dir) becomes one new layer
         on top of its image; returns the new image id. `pause`, if given, is entered around the
-        read of the upper dir (the engine freezes the container there). The cost is that of
-        walking and compressing the change: the image's own layers are never read."""
+        read of the upper dir (the engine freezes the container there). `upper_view`, if given,
+        turns the upper dir's path into the path to read it through (the engine's idmapped view
+        of a --userns=auto container's layer, so that the layer stores container ids). The cost
+        is that of walking and compressing the change: the image's own layers are never read."""
         if not self._overlay:
             raise NotSupported(f"commit needs the overlay snapshotter (this store uses {self.driver}): "
                                "the copying snapshotter keeps no separate upper dir to diff")
@@ -653,8 +668,9 @@ class ImageService:
             # write_diff hashes the tar (diff_id) and compresses in the same pass; the content
             # writer hashes what lands on disk (the digest, verified at commit).
             with self.content.writer(media_type=_layer_media_type(comp, docker)) as w:
-                with pause() if pause is not None else contextlib.nullcontext():
-                    result = write_diff(upper, w, lower_dirs=lowers, compression=comp,
+                with pause() if pause is not None else contextlib.nullcontext(), \
+                        upper_view(upper) if upper_view is not None else contextlib.nullcontext(upper) as src:
+                    result = write_diff(src, w, lower_dirs=lowers, compression=comp,
                                         level=level if level is not None else self.compression_level)
                 layer = w.commit()
             self.meta.add_lease_resource(lease, "content", layer.digest)
@@ -688,15 +704,84 @@ class ImageService:
         cfg["history"] = [*cfg.get("history", []), entry]
         return cfg
 
+    # --- build steps (pallet.build.builder) -------------------------------------------------------
+
+    @contextlib.contextmanager
+    def build_lease(self) -> Iterator[str]:
+        """A gc lease held for a whole build: its snapshots and blobs stay until images hold them."""
+        with self._lease("build") as lease:
+            yield lease
+
+    def prepare_build_rootfs(self, lease: str, key: str, image: Image | None, *,
+                             readonly: bool = False) -> list[Mount]:
+        """An active snapshot `key` (a view with `readonly`) on top of `image` (unpacked first;
+        None is scratch), held by `lease`; returns its mounts."""
+        chain = self.unpack(image) if image is not None else None
+        self.meta.add_lease_resource(lease, "snapshot", key)
+        make = self.snapshots.view if readonly else self.snapshots.prepare
+        return make(key, chain, labels={"pallet.build": key})
+
+    def remove_build_rootfs(self, key: str) -> None:
+        """Forget a build snapshot (unmounted by the caller); a missing one is fine."""
+        with contextlib.suppress(NotFound):
+            self.snapshots.remove(key)
+
+    def commit_build_layer(self, lease: str, key: str, image: Image | None, *,
+                           source_date_epoch: int | None = None) -> tuple[Descriptor, str]:
+        """Turn the active snapshot `key` on `image` into a layer: its upper dir is diffed into
+        a blob (mtimes clamped to `source_date_epoch` when given) and the snapshot itself is
+        committed under the new chain id, so the next step needs no unpack. Returns (layer
+        descriptor, diff_id)."""
+        if not self._overlay:
+            raise NotSupported(f"builds need the overlay snapshotter (this store uses {self.driver})")
+        base = [str(d) for d in image.config.diff_ids] if image is not None else []
+        parent = chain_ids(base)[-1] if base else None
+        upper = str(self.snapshots.upper_dir(key))
+        docker = image.manifest.is_docker if image is not None else False
+        with self.content.writer(media_type=_layer_media_type(self.compression, docker)) as w:
+            result = write_diff(upper, w, lower_dirs=self._lower_dirs(parent) if parent else [],
+                                compression=self.compression, level=self.compression_level,
+                                source_date_epoch=source_date_epoch)
+            layer = w.commit()
+        self.meta.add_lease_resource(lease, "content", layer.digest)
+        chain = chain_ids([*base, result.diff_id])[-1]
+        try:
+            self.snapshots.commit(chain, key)
+        except AlreadyExists:  # the same layer was made before: keep that snapshot
+            self.remove_build_rootfs(key)
+        return layer, result.diff_id
+
+    def create_built_image(self, lease: str, config: Mapping[str, Any], layers: Sequence[Descriptor],
+                           *, docker: bool = False, parent: str = "", names: Iterable[str] = ()) -> Image:
+        """Record a build step's image: `config` (a full image config) over `layers`, with the
+        parent link Docker's classic builder keeps between the images of consecutive steps."""
+        return self._create_image(lease, config, layers, docker=docker, parent=parent,
+                                  names=[self._tag_name(n) for n in names])
+
     # --- export -----------------------------------------------------------------------------------
 
-    def export_container(self, container_id: str, out: Any) -> None:
+    def export_container(self, container_id: str, out: Any,
+                         upper_view: Callable[[str], AbstractContextManager[str]] | None = None) -> None:
         """`docker export`: the container's merged file system as an uncompressed tar on `out`.
 
         The tree is read through a read-only overlay of the upper dir over the image layers (see
-        `readonly_view`), so a running container's own mount is not touched."""
+        `readonly_view`), so a running container's own mount is not touched. `upper_view` is
+        commit's: the upper dir is read through it."""
         rec = self.meta.get_container(container_id)
-        view = readonly_view(self.snapshots.mounts(rec.snapshot_key))
+        mounts = self.snapshots.mounts(rec.snapshot_key)
+        if upper_view is not None and len(mounts) == 1:
+            m = mounts[0]
+            upper = m.option("upperdir") if m.type == "overlay" else m.source
+            with upper_view(upper or m.source) as shifted:
+                if m.type == "overlay":
+                    opts = tuple(f"upperdir={shifted}" if o.startswith("upperdir=") else o for o in m.options)
+                    self._export_view(readonly_view([Mount(m.type, m.source, m.target, opts)]), out)
+                else:
+                    self._export_view(shifted, out)
+            return
+        self._export_view(readonly_view(mounts), out)
+
+    def _export_view(self, view: Mount | str, out: Any) -> None:
         if isinstance(view, str):
             write_tree(view, out, compression="none")
             return
@@ -755,6 +840,7 @@ class ImageService:
                                    f"{short_id(image_id)}")
             self.untag(by_name.name)
             items.append({"Untagged": parse_normalized(by_name.name).familiar()})
+            others = self._untag_repo_digests(by_name.name, others, items)
             if others or self._users(image_id) or self._children(image_id):
                 return items
             return items + self._delete(image_id, prune)
@@ -777,6 +863,24 @@ class ImageService:
         if users:
             return items
         return items + self._delete(image_id, prune)
+
+    def _untag_repo_digests(self, removed_name: str, others: list[NameRecord],
+                            items: list[dict[str, str]]) -> list[NameRecord]:
+        """When the last tag of a repository goes, its digest references (`repo@sha256:...`,
+        recorded by pulls and pushes) go too (moby daemon/images/image_delete.go); returns the
+        names left."""
+        removed = parse_normalized(removed_name, default_tag=False)
+        refs = [(n, parse_normalized(n.name, default_tag=False)) for n in others]
+        if removed.digest is not None or any(r.name == removed.name and r.digest is None for _, r in refs):
+            return others
+        left = []
+        for n, r in refs:
+            if r.name == removed.name and r.digest is not None:
+                self.untag(n.name)
+                items.append({"Untagged": r.familiar()})
+            else:
+                left.append(n)
+        return left
 
     def _delete(self, image_id: str, prune: bool) -> list[dict[str, str]]:
         rec = self.meta.get_image(image_id)
@@ -855,6 +959,61 @@ class ImageService:
             out.append(image_summary(facts))
         out.sort(key=lambda s: s["Created"], reverse=True)
         return out
+
+    # --- pulled images (pallet.registry.client) ---------------------------------------------------
+
+    @contextlib.contextmanager
+    def lease(self, purpose: str) -> Iterator[str]:
+        """A gc lease for an operation run outside this service (a pull): content named with
+        `hold(lease, digest)` is kept until the lease ends, whatever happens meanwhile."""
+        with self._lease(purpose) as lease:
+            yield lease
+
+    def hold(self, lease: str, digest: str) -> None:
+        self.meta.add_lease_resource(lease, "content", digest)
+
+    def unpacked(self, chain: str) -> bool:
+        """True when the layer stack `chain` (a chain id) is unpacked already."""
+        return self._committed(chain)
+
+    def unpack_layer(self, layer: Descriptor, diff_id: str, parent: str | None, *,
+                     source: Any = None, before_commit: Callable[[], None] | None = None) -> str:
+        """Unpack one layer onto the committed chain `parent` (None for a base layer); returns
+        the new chain id. The bytes come from the content store, or from `source` (a reader
+        of the compressed blob while it downloads: then `before_commit` must raise unless the
+        blob was verified). Idempotent, and safe against concurrent unpackers as `unpack` is."""
+        chain = chain_ids([diff_id])[0] if parent is None else \
+            str(Digest.from_bytes(f"{parent} {Digest(diff_id)}".encode()))
+        if not self._committed(chain):
+            with self._chain_lock(chain):
+                if not self._committed(chain):
+                    self._apply(layer, str(Digest(diff_id)), chain, parent, source, before_commit)
+        return chain
+
+    def add_pulled_image(self, manifest_bytes: bytes, media_type: str,
+                         names: Sequence[str]) -> tuple[Image, list[str]]:
+        """Record the image whose manifest (`manifest_bytes`, kept byte for byte so its digest
+        stays the registry's), config and layers are in the content store, and point `names`
+        (normalized references: a tag, and `repo@digest` for RepoDigests) at it, in one
+        metadata transaction. An image already recorded keeps its record. Returns the image
+        and the names that pointed elsewhere or nowhere before (empty: it was up to date)."""
+        manifest = parse_manifest(manifest_bytes, media_type)
+        mdesc = self.content.put(manifest_bytes, manifest.media_type)
+        config = parse_config(self.content.read(manifest.config.digest))
+        check_image(manifest, config)
+        labels = {k: v for k, v in (config.labels or {}).items() if k != LABEL_PARENT}
+        size = sum(layer.size for layer in manifest.layers)
+        rec = ImageRecord(manifest.config.digest, mdesc.digest, manifest.media_type, now_rfc3339(),
+                          labels, size)
+        checked = [self._tag_name(n) if "@" not in n else parse_normalized(n, default_tag=False).string()
+                   for n in names]
+        olds = self.meta.put_images_and_names([rec], [(n, str(rec.id), str(mdesc.digest)) for n in checked])
+        rec = self.meta.get_image(rec.id)
+        img = self.get(str(rec.id))
+        for n in checked:
+            self.content.tag(n, img.manifest_desc)
+        changed = [n for n, old in zip(checked, olds, strict=True) if old is None or old.image_id != rec.id]
+        return img, changed
 
     # --- built-in images --------------------------------------------------------------------------
 

@@ -61,10 +61,11 @@ def test_run_stdin_and_errors(daemon):
     r = pallet(daemon, "run", "--rm", "busybox", "/no/such/cmd")
     assert r.returncode in (126, 127), r.stderr
     assert len(r.stderr.strip().splitlines()) <= 2 and "Traceback" not in r.stderr
-    r = pallet(daemon, "run", "--rm", "nosuchimage")
+    # A registry nobody serves (loopback port 1): the pull fails at once, no traffic leaves.
+    r = pallet(daemon, "run", "--rm", "localhost:1/nosuchimage")
     assert r.returncode == 125
-    assert r.stderr.startswith("Unable to find image 'nosuchimage' locally\n"
-                               "pallet: Error response from daemon:")
+    assert r.stderr.startswith("Unable to find image 'localhost:1/nosuchimage:latest' locally\n"
+                               "pallet: Error response from daemon:"), r.stderr
 
 
 def test_detached_lifecycle(daemon):

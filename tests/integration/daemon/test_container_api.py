@@ -214,6 +214,35 @@ def test_attach_to_a_running_container(api: Api):
     api.call("DELETE", f"/containers/{cid}?force=1")
 
 
+def test_detach_keys_end_the_attach_and_the_container_runs_on(api: Api):
+    cid = api.create("cat", Tty=True, OpenStdin=True)
+    api.call("POST", f"/containers/{cid}/start")
+    for query, keys in (("", b"\x10\x11"), ("&detachKeys=ctrl-a,d", b"\x01d")):  # ctrl-p,ctrl-q by default
+        s = api.hijack(f"/containers/{cid}/attach?stream=1&stdin=1&stdout=1{query}")
+        s.sendall(b"typed\n")
+        seen = b""
+        while b"typed" not in seen:
+            seen += s.recv(4096)
+        s.sendall(keys)
+        read_all(s)  # returns: the daemon ended the stream
+        s.close()
+        assert api.json("GET", f"/containers/{cid}/json")["State"]["Running"] is True
+    assert api.call("POST", f"/containers/{cid}/attach?stream=1&stdin=1&detachKeys=ctrl-%3F")[0] == 400
+    api.call("DELETE", f"/containers/{cid}?force=1")
+
+
+def test_size_of_the_writable_layer(api: Api):
+    cid = api.create("sh", "-c", "head -c 5000 /dev/zero > /f")
+    api.call("POST", f"/containers/{cid}/start")
+    assert api.json("POST", f"/containers/{cid}/wait") == {"StatusCode": 0}
+    info = api.json("GET", f"/containers/{cid}/json?size=1")
+    assert 5000 <= info["SizeRw"] < 5000 + 4096 and info["SizeRootFs"] > info["SizeRw"]
+    listed = {c["Id"]: c for c in api.json("GET", "/containers/json?all=1&size=true")}
+    assert listed[cid]["SizeRw"] == info["SizeRw"]
+    assert "SizeRw" not in api.json("GET", f"/containers/{cid}/json")
+    api.call("DELETE", f"/containers/{cid}")
+
+
 def test_commit_export_rename_prune(api: Api):
     cid = api.create("sh", "-c", "echo made > /made", name="builder")
     api.call("POST", f"/containers/{cid}/start")

@@ -206,6 +206,19 @@ def test_tty_and_stdin_through_attach(engine):
     assert bytes([2, 0, 0, 0]) + (2).to_bytes(4, "big") + b"e\n" in data
 
 
+def test_resize_a_running_tty_container(engine):
+    # The shell waits for a line on stdin, then prints the size its terminal has by then.
+    cid = run(engine, ["sh", "-c", "read x; stty size"], Tty=True, OpenStdin=True)
+    engine.resize(cid, 33, 101)
+    s = engine.attach(cid)
+    s.sendall(b"go\n")
+    assert engine.wait(cid, timeout=20) == 0
+    s.close()
+    assert "33 101" in log_text(engine, cid)
+    with pytest.raises(Conflict):
+        engine.resize(cid, 10, 10)  # not running any more
+
+
 def test_pause_unpause_update_top_stats_exec(engine):
     cid = run(engine, ["sleep", "1000"], HostConfig={"Memory": 64 * 1024 * 1024})
     until(lambda: engine.inspect(cid)["State"]["Running"])
@@ -338,7 +351,7 @@ def test_bad_input_leaves_nothing_behind(engine, env):
         engine.create({"Image": "busybox", "Cmd": ["true"]}, name="-bad name")
     with pytest.raises(InvalidArgument):
         engine.create({"Image": "busybox", "Cmd": ["true"], "HostConfig": {"Binds": ["relative/x:/x"]}})
-    with pytest.raises(NotSupported):
+    with pytest.raises(NotFound):  # no container "x" to share a network namespace with
         engine.create({"Image": "busybox", "Cmd": ["true"], "HostConfig": {"NetworkMode": "container:x"}})
     cid = engine.create({"Image": "busybox", "Cmd": ["/no/such/program"]}, name="nostart")
     with pytest.raises(Exception, match=r"no/such/program|no such file|not found"):

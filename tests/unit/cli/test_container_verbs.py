@@ -135,7 +135,7 @@ def test_run_missing_image(capsys):
         ("POST", "/images/create"): error_for(501, "no registry configured")})
     assert run.main(ctx_for(client), ["-d", "nope"]) == 125
     err = capsys.readouterr().err
-    assert err.splitlines() == ["Unable to find image 'nope' locally",
+    assert err.splitlines() == ["Unable to find image 'nope:latest' locally",
                                 "pallet: Error response from daemon: no registry configured",
                                 "See 'pallet run --help'."]
 

@@ -91,11 +91,9 @@ def test_invalid_host_config(hc, message):
         spec(hc=hc)
 
 
-@pytest.mark.parametrize("hc", [{"NetworkMode": "container:x"}, {"NetworkMode": "mynet"},
-                                {"PidMode": "host"}, {"LogConfig": {"Type": "syslog"}},
+@pytest.mark.parametrize("hc", [{"PidMode": "host"}, {"LogConfig": {"Type": "syslog"}},
                                 {"Mounts": [{"Type": "volume", "Source": "vol", "Target": "/v",
-                                             "VolumeOptions": {"DriverConfig": {"Name": "nfs"}}}]},
-                                {"RestartPolicy": {"Name": "always"}}])
+                                             "VolumeOptions": {"DriverConfig": {"Name": "nfs"}}}]}])
 def test_not_supported(hc):
     with pytest.raises(NotSupported):
         spec(hc=hc)

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from pallet.api import API_VERSION
 from pallet.api.server.backend import (
+    BuildBackend,
     EngineBackend,
     EngineCounts,
     HostInfo,
@@ -25,6 +26,7 @@ HOST_KEY: web.AppKey[HostInfo] = web.AppKey("host", HostInfo)
 COUNTS_KEY: web.AppKey[SystemCounts] = web.AppKey("counts", SystemCounts)
 IMAGES_KEY: web.AppKey[ImageBackend] = web.AppKey("images", ImageBackend)
 ENGINE_KEY: web.AppKey[EngineBackend] = web.AppKey("engine", EngineBackend)
+BUILD_KEY: web.AppKey[BuildBackend] = web.AppKey("build", BuildBackend)
 
 
 class Router:
@@ -48,17 +50,23 @@ def create_app(host: HostInfo, counts: SystemCounts | None = None, *,
     503 (an app for other routes' tests touches no container state). `counts` defaults to
     counts from both when an engine is given (else zeros)."""
     from pallet.api.server.routes import archive as archive_routes
+    from pallet.api.server.routes import build as build_routes
     from pallet.api.server.routes import containers as container_routes
+    from pallet.api.server.routes import events as event_routes
     from pallet.api.server.routes import exec as exec_routes
     from pallet.api.server.routes import images as image_routes
+    from pallet.api.server.routes import networks as network_routes
+    from pallet.api.server.routes import registry as registry_routes
+    from pallet.api.server.routes import stats as stats_routes
     from pallet.api.server.routes import system
     from pallet.api.server.routes import volumes as volume_routes
 
-    app = web.Application(middlewares=[error_middleware, version_middleware],
+    app = web.Application(middlewares=[error_middleware, version_middleware, event_routes.image_events],
                           client_max_size=client_max_size)
     app[HOST_KEY] = host
     app[IMAGES_KEY] = images if images is not None else ImageBackend(host.data_root)
     app[ENGINE_KEY] = engine if engine is not None else EngineBackend()
+    app[BUILD_KEY] = BuildBackend()
     if counts is None:
         counts = EngineCounts(app[ENGINE_KEY], app[IMAGES_KEY]) if engine is not None else ZeroCounts()
     app[COUNTS_KEY] = counts
@@ -68,7 +76,8 @@ def create_app(host: HostInfo, counts: SystemCounts | None = None, *,
         await asyncio.to_thread(app[IMAGES_KEY].enforce_policy)
 
     async def close_backends(app: web.Application) -> None:
-        # The engine first: it uses the image service.
+        # The builder and the engine first: they use the image service.
+        app[BUILD_KEY].close()
         await asyncio.to_thread(app[ENGINE_KEY].close)
         app[IMAGES_KEY].close()
 
@@ -90,6 +99,11 @@ def create_app(host: HostInfo, counts: SystemCounts | None = None, *,
     exec_routes.register(router)
     volume_routes.register(router)
     archive_routes.register(router)
+    network_routes.register(router)
+    build_routes.register(router)
+    event_routes.register(router)
+    stats_routes.register(router)
+    registry_routes.register(router)
     return app
 
 

@@ -86,6 +86,7 @@ class HostInfo:
     http_proxy: str = ""
     https_proxy: str = ""
     no_proxy: str = ""
+    insecure_registries: tuple[str, ...] = ()   # besides loopback (daemon --insecure-registry)
 
 
 class ImageBackend:
@@ -196,3 +197,32 @@ class EngineCounts:
             return len(self._images.get().images())
         except Exception:
             return 0
+
+
+class BuildBackend:
+    """palletd's builder (pallet.build.builder) and build cache, made on first use from the
+    daemon's image service and engine: RUN steps use the engine's default runtime, exec root
+    and cgroup parent, and the cache lives under the data root."""
+
+    def __init__(self) -> None:
+        self._builder: Any = None
+        self._lock = threading.Lock()
+
+    def get(self, images: ImageBackend, engine: EngineBackend) -> Any:
+        with self._lock:
+            if self._builder is None:
+                from pallet.build.builder import Builder
+                from pallet.build.cache import BuildCache
+
+                eng = engine.get()
+                svc = images.get()
+                self._builder = Builder(svc, BuildCache(svc.root), exec_root=eng.exec_root,
+                                        runtime=eng.runtimes[eng.default_runtime],
+                                        cgroup_parent=eng.cgroup_parent)
+            return self._builder
+
+    def close(self) -> None:
+        with self._lock:
+            if self._builder is not None:
+                self._builder.cache.close()
+                self._builder = None

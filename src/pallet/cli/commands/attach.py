@@ -15,60 +15,22 @@ import struct
 import sys
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from pallet.api.detachkeys import DEFAULT_DETACH_KEYS, Detached, parse_detach_keys
+from pallet.api.detachkeys import DetachMatcher as _DetachMatcher
 from pallet.errors import InvalidArgument, PalletError
 
 if TYPE_CHECKING:
     from pallet.api.client import Client, Hijacked
     from pallet.cli.main import Context
 
-DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
+class _ignore_oserror:
+    """contextlib.suppress(OSError) without importing contextlib at CLI start-up."""
 
+    def __enter__(self) -> None:
+        return None
 
-def parse_detach_keys(spec: str) -> bytes:
-    """moby pkg/term ToBytes: `ctrl-a`..`ctrl-z`, `ctrl-@`, `ctrl-[`, `ctrl-\\`, `ctrl-]`,
-    `ctrl-^`, `ctrl-_`, or single characters, comma separated."""
-    out = bytearray()
-    for key in spec.split(","):
-        key = key.strip()
-        if len(key) == 1:
-            out.append(ord(key))
-        elif key.lower().startswith("ctrl-") and len(key) == 6:
-            c = key[5].lower()
-            if "a" <= c <= "z":
-                out.append(ord(c) - ord("a") + 1)
-            elif c in "@[\\]^_":
-                out.append({"@": 0, "[": 27, "\\": 28, "]": 29, "^": 30, "_": 31}[c])
-            else:
-                raise InvalidArgument(f"invalid detach keys {spec!r}: unknown character {key}")
-        else:
-            raise InvalidArgument(f"invalid detach keys {spec!r}: want ctrl-<value> or a single character")
-    return bytes(out)
-
-
-class Detached(Exception):
-    """The user typed the detach keys."""
-
-
-class _DetachMatcher:
-    """Holds back typed bytes that may begin the detach sequence; raises Detached on a match."""
-
-    def __init__(self, keys: bytes) -> None:
-        self.keys, self.held = keys, b""
-
-    def feed(self, data: bytes) -> bytes:
-        if not self.keys:
-            return data
-        out = bytearray()
-        for b in data:
-            cand = self.held + bytes([b])
-            if self.keys.startswith(cand):
-                if cand == self.keys:
-                    raise Detached
-                self.held = cand
-            else:
-                out += cand
-                self.held = b""
-        return bytes(out)
+    def __exit__(self, typ: object, exc: object, tb: object) -> bool:
+        return typ is not None and issubclass(typ, OSError)  # type: ignore[arg-type]
 
 
 class _Demuxer:
@@ -131,7 +93,10 @@ def pump(h: Hijacked, *, tty: bool, stdin: bool, detach_keys: bytes = b"",
                     continue
                 try:
                     data = matcher.feed(data)
-                except Detached:
+                except Detached as exc:
+                    if exc.before:
+                        with _ignore_oserror():
+                            h.send(exc.before)
                     return False
                 if data:
                     try:
@@ -157,7 +122,7 @@ class RawTerminal:
             import tty
 
             self._saved = termios.tcgetattr(self.fd)
-            tty.setraw(self.fd)
+            tty.setraw(self.fd, termios.TCSANOW)  # TCSAFLUSH would drop type-ahead
         return self
 
     def __exit__(self, *exc: object) -> None:

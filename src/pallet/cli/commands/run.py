@@ -116,6 +116,43 @@ def restart_policy(value: str) -> dict[str, Any]:
     return policy
 
 
+def go_duration_ns(value: str, flag: str) -> int:
+    """A Go duration ("30s", "1m30s", "500ms", "0") in nanoseconds, as the docker CLI's flags."""
+    import re
+
+    scale = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+    v = value.strip()
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", v)
+    if v == "0":
+        return 0
+    if not parts or "".join(n + u for n, u in parts) != v:
+        raise InvalidArgument(f'invalid argument "{value}" for "{flag}" flag: '
+                              f'time: invalid duration "{value}"')
+    return int(sum(float(n) * scale[u] for n, u in parts))
+
+
+def healthcheck(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Config.Healthcheck from the --health-* flags (cli/command/container/opts.go)."""
+    durations = {key: go_duration_ns(getattr(args, flag), "--" + flag.replace("_", "-"))
+                 for flag, key in (("health_interval", "Interval"), ("health_timeout", "Timeout"),
+                                   ("health_start_period", "StartPeriod"),
+                                   ("health_start_interval", "StartInterval"))
+                 if getattr(args, flag) is not None}
+    have = bool(args.health_cmd or any(durations.values()) or args.health_retries)
+    if args.no_healthcheck:
+        if have:
+            raise InvalidArgument("--no-healthcheck conflicts with --health-* options")
+        return {"Test": ["NONE"]}
+    if not have:
+        return None
+    if args.health_retries is not None and args.health_retries < 0:
+        raise InvalidArgument("--health-retries cannot be negative")
+    hc: dict[str, Any] = {"Test": ["CMD-SHELL", args.health_cmd] if args.health_cmd else None}
+    hc.update({k: durations.get(k, 0) for k in ("Interval", "Timeout", "StartPeriod", "StartInterval")})
+    hc["Retries"] = args.health_retries or 0
+    return hc
+
+
 def devices(values: list[str]) -> list[dict[str, str]]:
     out = []
     for v in values:
@@ -172,9 +209,22 @@ def ports(values: list[str], exposed: list[str]) -> tuple[dict[str, Any], dict[s
         cport = parts[-1]
         hport = parts[-2] if len(parts) >= 2 else ""
         hip = parts[-3] if len(parts) == 3 else ""
-        key = f"{cport}/{proto or 'tcp'}"
-        exp[key] = {}
-        bindings.setdefault(key, []).append({"HostIp": hip.strip("[]"), "HostPort": hport})
+        if "-" in cport:
+            # docker CLI (nat.ParsePortSpec): a container range maps onto an equal host range,
+            # or every port of it onto one host range (the daemon picks a free port in it)
+            lo, _, hi = cport.partition("-")
+            cports = [str(n) for n in range(int(lo), int(hi) + 1)]
+            hlo, _, hhi = hport.partition("-")
+            if hport and hhi and int(hhi) - int(hlo) == len(cports) - 1:
+                hports = [str(int(hlo) + i) for i in range(len(cports))]
+            else:
+                hports = [hport] * len(cports)
+        else:
+            cports, hports = [cport], [hport]
+        for cp, hp in zip(cports, hports):
+            key = f"{cp}/{proto or 'tcp'}"
+            exp[key] = {}
+            bindings.setdefault(key, []).append({"HostIp": hip.strip("[]"), "HostPort": hp})
     return exp, bindings
 
 
@@ -223,12 +273,28 @@ def add_create_flags(p: argparse.ArgumentParser) -> None:
     a("--sysctl", **lst, help="Sysctl options")
     a("--group-add", **lst, help="Add additional groups to join")
     a("--init", action="store_true", help="Run an init inside the container that forwards signals and reaps")
-    a("--network", "--net", help="Connect a container to a network (none, host)")
+    a("--network", "--net", help="Connect a container to a network (bridge, host, none, container:<id>, "
+      "or a network's name)")
+    a("--network-alias", "--net-alias", **lst, help="Add network-scoped alias for the container")
+    a("--ip", help="IPv4 address (e.g., 172.30.100.104)")
+    a("--ip6", help="IPv6 address (e.g., 2001:db8::33)")
+    a("--dns-search", **lst, help="Set custom DNS search domains")
+    a("--dns-option", "--dns-opt", **lst, help="Set DNS options")
+    a("-P", "--publish-all", action="store_true", help="Publish all exposed ports to random ports")
     a("-p", "--publish", **lst, help="Publish a container's port(s) to the host")
     a("--expose", **lst, help="Expose a port or a range of ports")
     a("--add-host", **lst, help="Add a custom host-to-IP mapping (host:ip)")
     a("--dns", **lst, help="Set custom DNS servers")
     a("--restart", help="Restart policy to apply when a container exits (default \"no\")")
+    a("--health-cmd", help="Command to run to check health")
+    a("--health-interval", help="Time between running the check (ms|s|m|h) (default 0s)")
+    a("--health-timeout", help="Maximum time to allow one check to run (ms|s|m|h) (default 0s)")
+    a("--health-retries", type=int, help="Consecutive failures needed to report unhealthy")
+    a("--health-start-period", help="Start period for the container to initialize before starting "
+      "health-retries countdown (ms|s|m|h) (default 0s)")
+    a("--health-start-interval", help="Time between running the check during the start period "
+      "(ms|s|m|h) (default 0s)")
+    a("--no-healthcheck", action="store_true", help="Disable any container-specified HEALTHCHECK")
     a("--stop-signal", help="Signal to stop the container")
     a("--stop-timeout", type=int, help="Timeout (in seconds) to stop a container")
     a("--runtime", help="Runtime to use for this container")
@@ -237,7 +303,9 @@ def add_create_flags(p: argparse.ArgumentParser) -> None:
     a("--ipc", help="IPC mode to use")
     a("--pid", help="PID namespace to use")
     a("--uts", help="UTS namespace to use")
-    a("--userns", help="User namespace to use")
+    a("--userns", help="User namespace to use (host, auto, auto:size=N)")
+    a("--systemd", choices=("true", "false", "always"),
+      help="Run the container in systemd mode (podman's flag; default true: when the command is an init)")
     a("--cgroupns", help="Cgroup namespace to use (host|private)")
     a("--cgroup-parent", help="Optional parent cgroup for the container")
     a("--platform", help="Set platform if server is multi-platform capable")
@@ -286,6 +354,9 @@ def create_request(args: argparse.Namespace, *, detach: bool = True) -> dict[str
             cfg[key] = getattr(args, flag)
     if args.label:
         cfg["Labels"] = key_values(args.label, "label")
+    health = healthcheck(args)
+    if health is not None:
+        cfg["Healthcheck"] = health
     hc: dict[str, Any] = {}
     binds: list[str] = []
     volumes: dict[str, Any] = {}
@@ -333,9 +404,20 @@ def create_request(args: argparse.Namespace, *, detach: bool = True) -> dict[str
         hc["Devices"] = devices(args.device)
     for flag, key in (("device_cgroup_rule", "DeviceCgroupRules"), ("cap_add", "CapAdd"),
                       ("cap_drop", "CapDrop"), ("group_add", "GroupAdd"), ("add_host", "ExtraHosts"),
-                      ("dns", "Dns")):
+                      ("dns", "Dns"), ("dns_search", "DnsSearch"), ("dns_option", "DnsOptions")):
         if getattr(args, flag):
             hc[key] = list(getattr(args, flag))
+    if args.publish_all:
+        hc["PublishAllPorts"] = True
+    if args.network_alias or args.ip or args.ip6:
+        # NetworkingConfig for the --network network (the docker CLI: aliases and --ip only on
+        # a user-defined network; the daemon says so otherwise)
+        ep: dict[str, Any] = {}
+        if args.network_alias:
+            ep["Aliases"] = list(args.network_alias)
+        if args.ip or args.ip6:
+            ep["IPAMConfig"] = {k: v for k, v in (("IPv4Address", args.ip), ("IPv6Address", args.ip6)) if v}
+        cfg["NetworkingConfig"] = {"EndpointsConfig": {args.network or "default": ep}}
     if args.privileged:
         hc["Privileged"] = True
     if args.security_opt:
@@ -346,6 +428,8 @@ def create_request(args: argparse.Namespace, *, detach: bool = True) -> dict[str
         hc["Sysctls"] = key_values(args.sysctl, "sysctl")
     if args.init:
         hc["Init"] = True
+    if args.systemd is not None:
+        hc["Systemd"] = args.systemd  # a Pallet extension of HostConfig (engine/sysinit.py)
     if args.restart is not None:
         hc["RestartPolicy"] = restart_policy(args.restart)
     if args.log_driver is not None or args.log_opt:
@@ -364,16 +448,19 @@ def create_request(args: argparse.Namespace, *, detach: bool = True) -> dict[str
 
 
 def _pull(client: Client, image: str) -> None:
-    """What `docker run` does for a missing image; Pallet has no registry, so the daemon's
-    answer (an error naming what to do) is what the user sees."""
-    from pallet.cli.format import split_reference
+    """What `docker run` does for a missing image: pull it, progress on stderr (pallet pull's
+    display, with the stored registry login)."""
+    from pallet.cli.commands.login import auth_header
+    from pallet.cli.commands.pull import show_progress
 
-    repo, tag = split_reference(image)
-    resp = client.request("POST", "/images/create",
-                          params={"fromImage": repo, "tag": None if tag == "<none>" else tag})
-    for msg in resp.iter_json():
-        if msg.get("status") and sys.stderr.isatty():
-            print(msg["status"], file=sys.stderr)
+    if "@" in image:
+        repo, tag = image.split("@", 1)
+    else:
+        slash, colon = image.rfind("/"), image.rfind(":")
+        repo, tag = (image[:colon], image[colon + 1:]) if colon > slash else (image, "latest")
+    resp = client.request("POST", "/images/create", params={"fromImage": repo, "tag": tag},
+                          headers=auth_header(image))
+    show_progress(resp.iter_json(), sys.stderr)
 
 
 def create(client: Client, args: argparse.Namespace, body: dict[str, Any]) -> str:
@@ -385,12 +472,18 @@ def create(client: Client, args: argparse.Namespace, body: dict[str, Any]) -> st
     except NotFound as exc:
         if "image" not in str(exc).lower():
             raise
-        print(f"Unable to find image '{args.image}' locally", file=sys.stderr)
+        print(f"Unable to find image '{_tagged(args.image)}' locally", file=sys.stderr)
         _pull(client, args.image)
         result = client.post_json("/containers/create", body, params=params)
     for w in result.get("Warnings") or []:
         print(f"WARNING: {w}", file=sys.stderr)
     return str(result["Id"])
+
+
+def _tagged(image: str) -> str:
+    """The reference with `:latest` when it names no tag or digest, as the docker CLI prints it
+    (reference.TagNameOnly)."""
+    return image if "@" in image or ":" in image.rsplit("/", 1)[-1] else image + ":latest"
 
 
 def start_error_status(message: str) -> int:

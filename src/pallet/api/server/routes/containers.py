@@ -34,12 +34,12 @@ import logging
 import os
 import socket
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
 from aiohttp import web
 
+from pallet.api.detachkeys import DEFAULT_DETACH_KEYS, Detached, DetachMatcher, parse_detach_keys
 from pallet.api.server.app import ENGINE_KEY, Router
 from pallet.api.server.requests import bool_value, int_value, json_body, parse_filters
 from pallet.api.server.streams import (
@@ -61,7 +61,6 @@ T = TypeVar("T")
 STREAM_IDS = {"stdout": STDOUT, "stderr": STDERR}
 # How often an attach that follows the log looks for new output and at the container's state.
 FOLLOW_POLL = 0.05
-STATS_INTERVAL = 1.0
 # How often a followed log with nothing new to send checks that its client is still there.
 CLIENT_CHECK = 0.5
 
@@ -85,7 +84,7 @@ def register(router: Router) -> None:
     router.add("POST", "/containers/{id}/attach", attach)
     router.add("GET", "/containers/{id}/logs", logs)
     router.add("GET", "/containers/{id}/top", top)
-    router.add("GET", "/containers/{id}/stats", stats)
+    # GET /containers/{id}/stats: routes/stats.py (from the cgroup, Docker's full shape)
     router.add("GET", "/containers/{id}/export", export)
     router.add("DELETE", "/containers/{id}", remove)
 
@@ -181,13 +180,20 @@ async def create(request: web.Request) -> web.Response:
 
 
 async def inspect(request: web.Request) -> web.Response:
-    return web.json_response(await _call(request, "inspect", request.match_info["id"]))
+    info = await _call(request, "inspect", request.match_info["id"])
+    if bool_value(request, "size"):
+        info["SizeRw"], info["SizeRootFs"] = await _call(request, "sizes", info["Id"])
+    return web.json_response(info)
 
 
 async def list_containers(request: web.Request) -> web.Response:
     filters = parse_filters(request.query.get("filters", ""))
     limit = int_value(request, "limit", -1)
     items = await _call(request, "list", bool_value(request, "all"), filters, limit)
+    if bool_value(request, "size"):  # `docker ps -s`: walks every writable layer, so only on request
+        for item in items:
+            with contextlib.suppress(NotFound):
+                item["SizeRw"], item["SizeRootFs"] = await _call(request, "sizes", item["Id"])
     return web.json_response(items)
 
 
@@ -250,10 +256,8 @@ async def update(request: web.Request) -> web.Response:
 
 
 async def resize(request: web.Request) -> web.Response:
-    """Accepted and checked, not applied: the engine has no channel to the monitor's pty yet."""
-    int_value(request, "h")
-    int_value(request, "w")
-    await _call(request, "get", request.match_info["id"])  # 404 for an unknown container
+    """The docker CLI sends it after `run -it`/`attach` starts and on every SIGWINCH."""
+    await _call(request, "resize", request.match_info["id"], int_value(request, "h"), int_value(request, "w"))
     return web.Response(status=200)
 
 
@@ -466,8 +470,9 @@ class _LogFollower:
 
 async def attach(request: web.Request) -> web.StreamResponse:
     cid = request.match_info["id"]
-    if request.query.get("detachKeys"):
-        raise NotSupported("detach keys are not supported yet")
+    # dockerd matches the detach keys (ctrl-p,ctrl-q unless given) on a Tty container's stdin
+    # and ends the attach there (container/stream/attach.go copyEscapable).
+    detach_keys = parse_detach_keys(request.query.get("detachKeys") or DEFAULT_DETACH_KEYS)
     want_stdin = bool_value(request, "stdin")
     wanted = {sid for name, sid in STREAM_IDS.items() if bool_value(request, name)}
     replay = bool_value(request, "logs")
@@ -495,9 +500,11 @@ async def attach(request: web.Request) -> web.StreamResponse:
             async for name, data in _iterate(records):
                 await writer.write(STREAM_IDS.get(name, STDOUT), data)
         if conn is not None:
-            await _attach_running(hj, writer, conn, wanted, tty=tty, stdin=want_stdin)
+            await _attach_running(hj, writer, conn, wanted, tty=tty, stdin=want_stdin,
+                                  detach_keys=detach_keys if tty else b"")
         elif follower is not None:
-            await _attach_from_log(engine, info, hj, writer, follower, wanted, stdin=want_stdin)
+            await _attach_from_log(engine, info, hj, writer, follower, wanted, stdin=want_stdin,
+                                   detach_keys=detach_keys if tty else b"")
     except (ConnectionResetError, BrokenPipeError):
         pass
     finally:
@@ -509,25 +516,36 @@ async def attach(request: web.Request) -> web.StreamResponse:
     return hj.response
 
 
-async def _copy_stdin(hj: Hijacked, sock_writer: asyncio.StreamWriter) -> None:
-    """Client -> container stdin; the client's half-close becomes ours (StdinOnce closes stdin)."""
+async def _copy_stdin(hj: Hijacked, sock_writer: asyncio.StreamWriter, detach_keys: bytes = b"") -> bool:
+    """Client -> container stdin; the client's half-close becomes ours (StdinOnce closes stdin).
+    Typing `detach_keys` ends the attach (returns True): the monitor connection closes, and
+    with it the loop that copies output, so the client's stream ends and the container runs on."""
+    matcher = DetachMatcher(detach_keys)
     try:
         while True:
             data = await hj.reader.read(65536)
             if not data:
                 break
+            try:
+                data = matcher.feed(data)
+            except Detached as exc:
+                sock_writer.write(exc.before)
+                await sock_writer.drain()
+                sock_writer.close()
+                return True
             sock_writer.write(data)
             await sock_writer.drain()
         if sock_writer.can_write_eof():
             sock_writer.write_eof()
     except (ConnectionError, OSError):
         pass
+    return False
 
 
 async def _attach_running(hj: Hijacked, writer: StreamWriter, conn: socket.socket, wanted: set[int], *,
-                          tty: bool, stdin: bool) -> None:
+                          tty: bool, stdin: bool, detach_keys: bytes = b"") -> None:
     reader, sock_writer = await asyncio.open_unix_connection(sock=conn)
-    feeder = asyncio.ensure_future(_copy_stdin(hj, sock_writer)) if stdin else None
+    feeder = asyncio.ensure_future(_copy_stdin(hj, sock_writer, detach_keys)) if stdin else None
     frames = _FrameFilter(wanted)
     try:
         while True:
@@ -547,10 +565,11 @@ async def _attach_running(hj: Hijacked, writer: StreamWriter, conn: socket.socke
 
 
 async def _attach_from_log(engine: Any, info: dict[str, Any], hj: Hijacked, writer: StreamWriter,
-                           follower: _LogFollower, wanted: set[int], *, stdin: bool) -> None:
+                           follower: _LogFollower, wanted: set[int], *, stdin: bool,
+                           detach_keys: bytes = b"") -> None:
     """Output of a container that starts after the attach, from its log (module docstring)."""
     cid, started_before = info["Id"], info["State"].get("StartedAt", "")
-    feeder: asyncio.Future[None] | None = None
+    feeder: asyncio.Future[bool] | None = None
     sock_writer: asyncio.StreamWriter | None = None
     drain: asyncio.Future[None] | None = None
 
@@ -576,9 +595,11 @@ async def _attach_from_log(engine: Any, info: dict[str, Any], hj: Hijacked, writ
                         conn = await asyncio.to_thread(engine.attach, cid)
                         reader, sock_writer = await asyncio.open_unix_connection(sock=conn)
                         drain = asyncio.ensure_future(_discard(reader))
-                        feeder = asyncio.ensure_future(_copy_stdin(hj, sock_writer))
+                        feeder = asyncio.ensure_future(_copy_stdin(hj, sock_writer, detach_keys))
             if not running and (seen_running or st.get("StartedAt", "") != started_before):
                 break  # it ran and exited: the monitor wrote all output before the exit
+            if feeder is not None and feeder.done() and not feeder.cancelled() and feeder.result():
+                return  # the detach keys
             await asyncio.sleep(FOLLOW_POLL)
         await flush()
     finally:
@@ -595,124 +616,11 @@ async def _discard(reader: asyncio.StreamReader) -> None:
             pass
 
 
-# --- top, stats, export, commit -------------------------------------------------------------------
+# --- top, export, commit (stats: routes/stats.py) -----------------------------------------------
 
 async def top(request: web.Request) -> web.Response:
     ps_args = request.query.get("ps_args") or "-ef"
     return web.json_response(await _call(request, "top", request.match_info["id"], ps_args))
-
-
-def system_cpu_ns(proc: str = "/proc") -> int:
-    """The host's CPU time in ns from /proc/stat's `cpu` line (user..steal), as dockerd's
-    getSystemCPUUsage: USER_HZ ticks to nanoseconds."""
-    with open(os.path.join(proc, "stat")) as f:
-        for line in f:
-            parts = line.split()
-            if parts and parts[0] == "cpu":
-                ticks = sum(int(x) for x in parts[1:8])
-                return ticks * 10**9 // os.sysconf("SC_CLK_TCK")
-    return 0
-
-
-def host_memory(proc: str = "/proc") -> int:
-    with contextlib.suppress(OSError, ValueError), open(os.path.join(proc, "meminfo")) as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def docker_stats(sample: dict[str, Any], info: dict[str, Any], *, system_cpu: int, read: str,
-                 pre: dict[str, Any] | None = None, mem_total: int = 0) -> dict[str, Any]:
-    """runc's `events --stats` sample -> Docker's ContainerStatsResponse (v1.50.yaml); `pre` is
-    the previous answer (precpu_stats), as dockerd's stream gives it."""
-    data = sample.get("data") or {}
-    cpu, mem = data.get("cpu") or {}, data.get("memory") or {}
-    pids, blkio = data.get("pids") or {}, data.get("blkio") or {}
-    usage = cpu.get("usage") or {}
-    percpu = usage.get("percpu") or []
-    thr = cpu.get("throttling") or {}
-    mu = mem.get("usage") or {}
-    limit = int(mu.get("limit") or 0)
-    if mem_total and (limit == 0 or limit > mem_total):
-        limit = mem_total  # unlimited: dockerd reports the host's memory
-    raw = dict(mem.get("raw") or {})
-
-    def blk(entries: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
-        if not entries:
-            return None
-        return [{"major": e.get("major", 0), "minor": e.get("minor", 0), "op": e.get("op", ""),
-                 "value": e.get("value", 0)} for e in entries]
-
-    cpu_stats = {
-        "cpu_usage": {"total_usage": int(usage.get("total") or 0), "percpu_usage": percpu or None,
-                      "usage_in_kernelmode": int(usage.get("kernel") or 0),
-                      "usage_in_usermode": int(usage.get("user") or 0)},
-        "system_cpu_usage": system_cpu, "online_cpus": len(percpu) or (os.cpu_count() or 1),
-        "throttling_data": {"periods": int(thr.get("periods") or 0),
-                            "throttled_periods": int(thr.get("throttledPeriods") or 0),
-                            "throttled_time": int(thr.get("throttledTime") or 0)},
-    }
-    empty_pre = {"cpu_usage": {"total_usage": 0, "usage_in_kernelmode": 0, "usage_in_usermode": 0},
-                 "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}}
-    return {
-        "name": info.get("Name", ""), "id": info.get("Id", ""), "read": read,
-        "preread": pre["read"] if pre else "0001-01-01T00:00:00Z",
-        "pids_stats": {"current": int(pids.get("current") or 0),
-                       **({"limit": int(pids["limit"])} if pids.get("limit") else {})},
-        "blkio_stats": {"io_service_bytes_recursive": blk(blkio.get("ioServiceBytesRecursive")),
-                        "io_serviced_recursive": blk(blkio.get("ioServicedRecursive")),
-                        "io_queue_recursive": None, "io_service_time_recursive": None,
-                        "io_wait_time_recursive": None, "io_merged_recursive": None,
-                        "io_time_recursive": None, "sectors_recursive": None},
-        "num_procs": 0, "storage_stats": {},
-        "cpu_stats": cpu_stats,
-        "precpu_stats": pre["cpu_stats"] if pre else empty_pre,
-        "memory_stats": {"usage": int(mu.get("usage") or 0), "max_usage": int(mu.get("max") or 0),
-                         "stats": raw, "failcnt": int(mu.get("failcnt") or 0), "limit": limit},
-    }
-
-
-async def stats(request: web.Request) -> web.StreamResponse:
-    from pallet.engine.logs import rfc3339nano
-
-    cid = request.match_info["id"]
-    stream = bool_value(request, "stream", True)
-    one_shot = bool_value(request, "one-shot")
-    if one_shot and stream:
-        raise InvalidArgument("cannot have stream=true and one-shot=true")
-    engine = engine_of(request)
-    info = await asyncio.to_thread(engine.inspect, cid)
-    mem_total = host_memory()
-
-    async def sample(pre: dict[str, Any] | None) -> dict[str, Any]:
-        raw = await asyncio.to_thread(engine.stats, info["Id"])
-        return docker_stats(raw, info, system_cpu=system_cpu_ns(), read=rfc3339nano(time.time_ns()),
-                            pre=pre, mem_total=mem_total)
-
-    if not stream:
-        first = await sample(None)
-        if not one_shot:
-            # As dockerd: the second sample a second later, so precpu_stats has something.
-            await asyncio.sleep(STATS_INTERVAL)
-            first = await sample(first)
-        return web.json_response(first)
-    response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
-    await response.prepare(request)
-    pre: dict[str, Any] | None = None
-    try:
-        while True:
-            try:
-                cur = await sample(pre)
-            except PalletError:
-                break  # stopped or removed: the stream ends, as dockerd's does
-            await response.write((json.dumps(cur) + "\n").encode())
-            pre = cur
-            await asyncio.sleep(STATS_INTERVAL)
-    except (ConnectionResetError, BrokenPipeError):
-        return response
-    await response.write_eof()
-    return response
 
 
 class _ResponseSink:

@@ -10,9 +10,8 @@ renders Docker's JSON. Bodies are streamed both ways: `POST /images/load` and
 
 Docker's wording is kept where clients show it: a missing image is `No such image: busybox:latest`
 (moby daemon/images ErrImageDoesNotExist: the familiar reference with its default tag), a refused
-removal starts with `conflict: ` (moby imageDeleteConflict). Pulling (`fromImage`) needs a
-registry, which Pallet does not have yet: an image that exists locally answers like `docker pull`
-of an up-to-date image, any other is NotSupported (501) with a hint to the built-in images.
+removal starts with `conflict: ` (moby imageDeleteConflict). Pulling (`fromImage`) is
+routes/registry.py's (the registry client).
 
 Not Docker: `POST /pallet/images/bootstrap?name=busybox[&force=1][&arch=x86_64]` creates a
 built-in image (hello-world, busybox, debian[:suite]) and answers JSON-lines progress ending in
@@ -442,7 +441,9 @@ def import_name(repo: str, tag: str) -> str | None:
 async def create(request: web.Request) -> web.StreamResponse:
     q = request.query
     if q.get("fromImage"):
-        return await _pull(request, q["fromImage"], q.get("tag", ""))
+        from pallet.api.server.routes import registry
+
+        return await registry.pull(request, q["fromImage"], q.get("tag", ""))
     source = q.get("fromSrc", "")
     if not source:
         raise InvalidArgument("POST /images/create needs fromSrc=- (import) or fromImage=NAME (pull)")
@@ -462,36 +463,6 @@ async def create(request: web.Request) -> web.StreamResponse:
     await response.write(progress_line({"status": image_id}))
     await response.write_eof()
     return response
-
-
-async def _pull(request: web.Request, image: str, tag: str) -> web.StreamResponse:
-    if tag:
-        image = f"{image}@{tag}" if ":" in tag else f"{image}:{tag}"
-    ref = parse_normalized(image)
-    familiar = ref.familiar()
-
-    def local(svc: ImageService) -> str | None:
-        try:
-            return str(svc.resolve(image).manifest_digest)
-        except NotFound:
-            return None
-
-    digest = await _run(request, local)
-    if digest is None:
-        base = ref.familiar_name()
-        hint = (f"; create it with `pallet image bootstrap {familiar}`"
-                if base in ("busybox", "hello-world", "debian") and ref.domain == "docker.io" else
-                "; load it from an archive (docker load / pallet load)")
-        raise NotSupported(f"cannot pull {familiar}: no registry configured (Pallet does not pull "
-                           f"from registries yet){hint}")
-    # The image is here: answer as `docker pull` of an up-to-date image does.
-    progress = ProgressWriter(request)
-    await progress.start()
-    await progress.status(f"Pulling from {ref.path}", id=ref.tag or ref.digest or "latest")
-    await progress.status(f"Digest: {digest}")
-    await progress.status(f"Status: Image is up to date for {familiar}")
-    await progress.finish()
-    return progress.response
 
 
 # --- bootstrap (Pallet's own) ------------------------------------------------------------------------
