@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -150,3 +151,75 @@ def run_in_pty(argv: list[str], env: dict | None = None, timeout: float = 45) ->
         if slave >= 0:
             os.close(slave)
     return rc, out.decode(errors="replace")
+
+
+# --- palletd for the docker CLI ------------------------------------------------------------------
+
+def docker_env(sock: Path, **extra: str) -> dict[str, str]:
+    """An environment pointing the docker CLI (and pallet) at `sock`, with a private docker config
+    beside it, and none of the caller's DOCKER_*/PALLET_* settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "PALLET_"))}
+    env.update(DOCKER_HOST=f"unix://{sock}", DOCKER_CONFIG=str(sock.parent / "docker-config"),
+               PALLET_HOST=f"unix://{sock}", **extra)
+    return env
+
+
+def docker(sock: Path, *args: str, input: bytes | str | None = None, cwd: Path | None = None,
+           timeout: float = 120, **extra_env: str) -> subprocess.CompletedProcess[str]:
+    """The real docker CLI against `sock`; output decoded (undecodable bytes replaced). Skips the
+    test when the CLI is not on PATH."""
+    if shutil.which("docker") is None:
+        pytest.skip("the docker CLI is not on PATH")
+    data = input.encode() if isinstance(input, str) else input
+    r = subprocess.run(["docker", *args], input=data, capture_output=True, cwd=cwd, timeout=timeout,
+                       env=docker_env(sock, **extra_env))
+    return subprocess.CompletedProcess(r.args, r.returncode, r.stdout.decode(errors="replace"),
+                                       r.stderr.decode(errors="replace"))
+
+
+@contextlib.contextmanager
+def palletd_for_docker(prefix: str, images: tuple[str, ...] = ("busybox",)):
+    """A palletd on private roots in /tmp/<prefix>..., its containers under a cgroup parent
+    /pallet-test-docker-<random>, with `images` bootstrapped; yields its socket path. At the
+    end every container is removed, palletd stopped (SIGTERM, then SIGKILL) and the roots and
+    the cgroup parent removed."""
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))  # short: sun_path is 108 bytes
+    parent = random_cgroup_parent("docker")
+    (root / "daemon.json").write_text("{}")
+    path = root / "s.sock"
+    pallet = [sys.executable, "-m", "pallet.cli.main", "-H", f"unix://{path}"]
+    log = open(root / "log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([sys.executable, "-m", "pallet.daemon.main",
+                             "--config", str(root / "daemon.json"), "-H", f"unix://{path}",
+                             "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
+                             "--cgroup-parent", parent],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 15
+        while "ready" not in (root / "log").read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"palletd did not start:\n{(root / 'log').read_text()}")
+            time.sleep(0.05)
+        if images:
+            r = subprocess.run([*pallet, "image", "bootstrap", *images], capture_output=True, text=True,
+                               timeout=120)
+            assert r.returncode == 0, r.stderr
+        yield path
+    finally:
+        with contextlib.suppress(Exception):
+            ids = subprocess.run([*pallet, "ps", "-aq"], capture_output=True, text=True,
+                                 timeout=60).stdout.split()
+            if ids:
+                subprocess.run([*pallet, "rm", "-f", *ids], capture_output=True, timeout=120)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+        remove_cgroup_tree(parent)
+        shutil.rmtree(root, ignore_errors=True)

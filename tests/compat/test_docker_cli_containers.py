@@ -7,19 +7,14 @@ is removed through the API before it stops, and the cgroup parent is removed aft
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import time
-import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from compat_support import docker, palletd_for_docker
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (overlay mounts, namespaces, cgroups)"),
@@ -28,68 +23,10 @@ pytestmark = [
 ]
 
 
-def _rm_cgroups(parent: str) -> None:
-    for hier in Path("/sys/fs/cgroup").iterdir():
-        d = hier / parent.lstrip("/")
-        if d.is_dir():
-            for sub in sorted((p for p in d.rglob("*") if p.is_dir()), reverse=True):
-                with contextlib.suppress(OSError):
-                    sub.rmdir()
-            with contextlib.suppress(OSError):
-                d.rmdir()
-
-
-def docker(sock: Path, *args: str, input: bytes | None = None,
-           timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    if shutil.which("docker") is None:
-        pytest.skip("the docker CLI is not on PATH")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    env.update(DOCKER_HOST=f"unix://{sock}", DOCKER_CONFIG=str(sock.parent / "docker-config"))
-    r = subprocess.run(["docker", *args], input=input, capture_output=True, env=env, timeout=timeout)
-    return subprocess.CompletedProcess(r.args, r.returncode, r.stdout.decode(errors="replace"),
-                                       r.stderr.decode(errors="replace"))
-
-
 @pytest.fixture(scope="module")
-def sock():
-    root = Path(tempfile.mkdtemp(prefix="pdc", dir="/tmp"))
-    parent = f"/pallet-test-{uuid.uuid4().hex[:8]}"
-    (root / "daemon.json").write_text("{}")
-    path = root / "s.sock"
-    log = open(root / "log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "pallet.daemon.main",
-                             "--config", str(root / "daemon.json"),
-                             "-H", f"unix://{path}", "--data-root", str(root / "data"),
-                             "--exec-root", str(root / "exec"), "--cgroup-parent", parent],
-                            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 15
-        while "ready" not in (root / "log").read_text():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"palletd did not start:\n{(root / 'log').read_text()}")
-            time.sleep(0.05)
-        for name in ("busybox", "hello-world"):
-            r = subprocess.run(["curl", "-sf", "--unix-socket", str(path), "-X", "POST",
-                                f"http://x/pallet/images/bootstrap?name={name}"],
-                               capture_output=True, text=True, timeout=120)
-            assert r.returncode == 0 and "Bootstrapped" in r.stdout, r.stdout + r.stderr
+def sock() -> Iterator[Path]:
+    with palletd_for_docker("pdc", images=("busybox", "hello-world")) as path:
         yield path
-    finally:
-        with contextlib.suppress(Exception):
-            ids = docker(path, "ps", "-aq").stdout.split()
-            if ids:
-                docker(path, "rm", "-f", *ids)
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
-        _rm_cgroups(parent)
-        shutil.rmtree(root, ignore_errors=True)
-
 
 def test_run_rm_echo(sock: Path):
     r = docker(sock, "run", "--rm", "busybox", "echo", "hi")

@@ -7,19 +7,13 @@ removed through the API and the cgroup parent is destroyed afterwards."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from compat_support import docker, palletd_for_docker
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (overlay mounts, namespaces, cgroups)"),
@@ -29,53 +23,10 @@ pytestmark = [
 ]
 
 
-def docker(sock: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    env.update(DOCKER_HOST=f"unix://{sock}", DOCKER_CONFIG=str(sock.parent / "docker-config"))
-    return subprocess.run(["docker", *args], capture_output=True, text=True, env=env, timeout=timeout)
-
-
 @pytest.fixture(scope="module")
 def sock() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="pcp", dir="/tmp"))
-    parent = f"/pallet-test-{uuid.uuid4().hex[:8]}"
-    (root / "daemon.json").write_text("{}")
-    path = root / "s.sock"
-    log = open(root / "log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "pallet.daemon.main",
-                             "--config", str(root / "daemon.json"),
-                             "-H", f"unix://{path}", "--data-root", str(root / "data"),
-                             "--exec-root", str(root / "exec"), "--cgroup-parent", parent],
-                            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 15
-        while "ready" not in (root / "log").read_text():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"palletd did not start:\n{(root / 'log').read_text()}")
-            time.sleep(0.05)
-        r = subprocess.run(["curl", "-sf", "--unix-socket", str(path), "-X", "POST",
-                            "http://x/pallet/images/bootstrap?name=busybox"],
-                           capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0 and "Bootstrapped" in r.stdout, r.stdout + r.stderr
+    with palletd_for_docker("pcp", images=("busybox",)) as path:
         yield path
-    finally:
-        with contextlib.suppress(Exception):
-            ids = docker(path, "ps", "-aq").stdout.split()
-            if ids:
-                docker(path, "rm", "-f", *ids)
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
-        from pallet.cgroups import create_cgroup_manager
-
-        create_cgroup_manager(parent).destroy()
-        shutil.rmtree(root, ignore_errors=True)
-
 
 @pytest.fixture
 def container(sock: Path) -> Iterator[str]:

@@ -6,62 +6,21 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
-import signal
-import subprocess
-import sys
 import tarfile
-import tempfile
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from compat_support import docker, palletd_for_docker
 
 pytestmark = pytest.mark.skipif(not os.access("/bin/busybox", os.X_OK),
                                 reason="needs Debian's busybox-static (/bin/busybox) to bootstrap busybox")
 
 
 @pytest.fixture(scope="module")
-def sock():
-    root = Path(tempfile.mkdtemp(prefix="pdi", dir="/tmp"))
-    (root / "daemon.json").write_text("{}")
-    path = root / "s.sock"
-    log = open(root / "log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "pallet.daemon.main",
-                             "--config", str(root / "daemon.json"),
-                             "-H", f"unix://{path}", "--data-root", str(root / "data"),
-                             "--exec-root", str(root / "exec")], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 15
-        while "ready" not in (root / "log").read_text():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"palletd did not start:\n{(root / 'log').read_text()}")
-            time.sleep(0.05)
-        r = subprocess.run([sys.executable, "-m", "pallet.cli.main", "-H", f"unix://{path}", "image",
-                            "bootstrap", "busybox"], capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0, r.stderr
+def sock() -> Iterator[Path]:
+    with palletd_for_docker("pdi", images=("busybox",)) as path:
         yield path
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def docker(sock: Path, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    if shutil.which("docker") is None:
-        pytest.skip("the docker CLI is not on PATH")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    env.update(DOCKER_HOST=f"unix://{sock}", DOCKER_CONFIG=str(sock.parent / "docker-config"))
-    r = subprocess.run(["docker", *args], capture_output=True, env=env, timeout=120, input=input)
-    return subprocess.CompletedProcess(r.args, r.returncode, r.stdout.decode(errors="replace"),
-                                       r.stderr.decode(errors="replace"))
-
 
 def ok(sock: Path, *args: str, input: bytes | None = None) -> str:
     r = docker(sock, *args, input=input)

@@ -7,19 +7,16 @@ is removed through the API before it stops, and the cgroup parent is removed aft
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from compat_support import docker, docker_env, palletd_for_docker
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (overlay mounts, namespaces, cgroups)"),
@@ -28,73 +25,18 @@ pytestmark = [
 ]
 
 
-def _rm_cgroups(parent: str) -> None:
-    root = Path("/sys/fs/cgroup")
-    for d in [root / parent.lstrip("/")] + [h / parent.lstrip("/") for h in root.iterdir() if h.is_dir()]:
-        if d.is_dir():
-            for sub in sorted((p for p in d.rglob("*") if p.is_dir()), reverse=True):
-                with contextlib.suppress(OSError):
-                    sub.rmdir()
-            with contextlib.suppress(OSError):
-                d.rmdir()
+@pytest.fixture(scope="module")
+def sock() -> Iterator[Path]:
+    with palletd_for_docker("pse", images=("busybox",)) as path:
+        yield path
 
 
 def _env(sock: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "PALLET_"))}
-    env.update(DOCKER_HOST=f"unix://{sock}", DOCKER_CONFIG=str(sock.parent / "docker-config"),
-               PALLET_HOST=f"unix://{sock}")
-    return env
-
-
-def docker(sock: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    if shutil.which("docker") is None:
-        pytest.skip("the docker CLI is not on PATH")
-    return subprocess.run(["docker", *args], capture_output=True, text=True, env=_env(sock), timeout=timeout)
-
+    return docker_env(sock)
 
 def pallet(sock: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "pallet.cli.main", *args], capture_output=True, text=True,
                           env=_env(sock), timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def sock():
-    root = Path(tempfile.mkdtemp(prefix="pse", dir="/tmp"))
-    parent = f"/pallet-test-{uuid.uuid4().hex[:8]}"
-    (root / "daemon.json").write_text("{}")
-    path = root / "s.sock"
-    log = open(root / "log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "pallet.daemon.main",
-                             "--config", str(root / "daemon.json"), "-H", f"unix://{path}",
-                             "--data-root", str(root / "data"),
-                             "--exec-root", str(root / "exec"), "--cgroup-parent", parent],
-                            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 15
-        while "ready" not in (root / "log").read_text():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"palletd did not start:\n{(root / 'log').read_text()}")
-            time.sleep(0.05)
-        r = subprocess.run(["curl", "-sf", "--unix-socket", str(path), "-X", "POST",
-                            "http://x/pallet/images/bootstrap?name=busybox"],
-                           capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0 and "Bootstrapped" in r.stdout, r.stdout + r.stderr
-        yield path
-    finally:
-        with contextlib.suppress(Exception):
-            ids = docker(path, "ps", "-aq").stdout.split()
-            if ids:
-                docker(path, "rm", "-f", *ids)
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
-        _rm_cgroups(parent)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_docker_stats_no_stream(sock: Path):

@@ -4,52 +4,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
-import sys
-import tempfile
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from compat_support import docker, palletd_for_docker
 
 
 @pytest.fixture(scope="module")
-def sock():
-    root = Path(tempfile.mkdtemp(prefix="pdc", dir="/tmp"))
-    (root / "daemon.json").write_text("{}")
-    path = root / "s.sock"
-    log = open(root / "log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "pallet.daemon.main",
-                             "--config", str(root / "daemon.json"),
-                             "-H", f"unix://{path}", "--data-root", str(root / "data"),
-                             "--exec-root", str(root / "exec")], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 15
-        while "ready" not in (root / "log").read_text():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"palletd did not start:\n{(root / 'log').read_text()}")
-            time.sleep(0.05)
+def sock() -> Iterator[Path]:
+    with palletd_for_docker("pds", images=()) as path:
         yield path
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def docker(sock: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    if shutil.which("docker") is None:
-        pytest.skip("the docker CLI is not on PATH")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    env.update(DOCKER_HOST=f"unix://{sock}", DOCKER_CONFIG=str(sock.parent / "docker-config"))
-    return subprocess.run(["docker", *args], capture_output=True, text=True, env=env, timeout=60)
-
 
 def test_docker_version(sock):
     r = docker(sock, "version")

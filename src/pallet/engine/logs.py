@@ -97,6 +97,17 @@ class JsonFileWriter:
             if rest:
                 self._entry(s, rest, self.clock())
 
+    def flush_partial(self, stream: str) -> None:
+        """Write out a line still without its newline now, as a record of its own (moby's partial
+        messages): a Tty container's prompt must reach the log, and the attach that follows it,
+        before the user types anything. An incomplete UTF-8 sequence at the end waits for the
+        rest of its bytes, so no character is split across records."""
+        buf = self._pending.get(stream, b"")
+        keep = _utf8_incomplete_tail(buf)
+        if len(buf) > keep:
+            self._entry(stream, buf[: len(buf) - keep], self.clock())
+            self._pending[stream] = buf[len(buf) - keep:]
+
     def close(self) -> None:
         self.flush()
         os.close(self._fd)
@@ -225,3 +236,14 @@ def read_logs(path: str, *, max_files: int = DEFAULT_MAX_FILES, follow: bool = F
     finally:
         if cur is not None:
             cur.close()
+
+
+def _utf8_incomplete_tail(buf: bytes) -> int:
+    """How many bytes at the end of `buf` begin a UTF-8 character that is not complete yet."""
+    for back in range(1, min(3, len(buf)) + 1):
+        b = buf[-back]
+        if b & 0xC0 == 0x80:
+            continue  # a continuation byte: look further back for the lead byte
+        need = 2 if b & 0xE0 == 0xC0 else 3 if b & 0xF0 == 0xE0 else 4 if b & 0xF8 == 0xF0 else 1
+        return back if need > back else 0
+    return 0

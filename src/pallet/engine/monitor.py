@@ -304,6 +304,8 @@ class Monitor:
             return
         if self.log is not None:
             self.log.write(name, data)
+            if self.tty:
+                self.log.flush_partial(name)
         if self.clients:
             payload = data if self.tty else frame(num, data)
             for cfd in list(self.clients):

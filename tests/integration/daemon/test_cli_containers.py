@@ -129,6 +129,7 @@ def test_run_it_at_a_terminal(daemon):
                 out += data
 
     read_for(15, until=b"# ")
+    assert b"# " in out, out  # the prompt shows before anything is typed (it has no newline)
     os.write(fd, b"echo in-tty; exit 4\r")
     read_for(15)
     _, status = os.waitpid(pid, 0)

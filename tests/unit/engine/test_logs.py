@@ -32,6 +32,20 @@ def test_format_is_dockers(tmp_path):
     ]
 
 
+def test_a_tty_prompt_is_logged_before_its_newline_without_splitting_characters(tmp_path):
+    w = JsonFileWriter(str(tmp_path / "t"))
+    w.write("stdout", b"/ # ")
+    w.flush_partial("stdout")  # what the monitor does after each read of a Tty container
+    w.write("stdout", b"caf\xc3")  # 'é' arrives in two reads
+    w.flush_partial("stdout")
+    w.write("stdout", b"\xa9 \xe2\x82")  # and a euro sign's first two bytes
+    w.flush_partial("stdout")
+    w.write("stdout", b"\xac\n")
+    w.close()
+    logs = [json.loads(x)["log"] for x in (tmp_path / "t").read_text().splitlines()]
+    assert logs == ["/ # ", "caf", "\u00e9 ", "\u20ac\n"] and "".join(logs) == "/ # caf\u00e9 \u20ac\n"
+
+
 def test_long_lines_are_cut(tmp_path):
     w = JsonFileWriter(str(tmp_path / "l"))
     w.write("stdout", b"x" * (MAX_LINE * 2 + 5) + b"\n")
