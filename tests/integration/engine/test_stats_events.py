@@ -83,6 +83,18 @@ def _blk(s: dict, op: str) -> int:
                if e["op"].lower() == op)
 
 
+def test_update_of_a_running_container_shows_in_stats(engine):
+    cid = engine.create({"Image": "busybox", "Cmd": ["sleep", "60"],
+                         "HostConfig": {"Memory": 128 * MiB, "PidsLimit": 30}})
+    engine.start(cid)
+    before = container_stats(engine, cid)
+    assert (before["memory_stats"]["limit"], before["pids_stats"]["limit"]) == (128 * MiB, 30)
+    engine.update(cid, {"Memory": 64 * MiB, "MemorySwap": 64 * MiB, "PidsLimit": 20})
+    after = container_stats(engine, cid)
+    assert (after["memory_stats"]["limit"], after["pids_stats"]["limit"]) == (64 * MiB, 20)
+    engine.remove(cid, force=True)
+
+
 def test_stats_move_with_memory_cpu_and_block_io(engine, data_root):
     # The work starts when the test says so (/go), after the first sample: a slow host (the v2 VM
     # runs under emulation) must not finish it before the baseline is read.
