@@ -43,3 +43,22 @@ def human_duration(seconds: float) -> str:
     if h < 24 * 365 * 2:
         return f"{h // (24 * 30)} months"
     return f"{h // (24 * 365)} years"
+
+
+_DURATION_SCALE = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9,
+                   "h": 3600 * 10**9}
+
+
+def go_duration_ns(text: str) -> int:
+    """A Go duration (time.ParseDuration: "30s", "1m30s", "1.5h", "500ms", "0") in nanoseconds;
+    ValueError if `text` is not one. The CLI's flags, the engine's events and prune, builds and
+    compose all read durations with it."""
+    import re  # here: only the verbs that take a duration pay for it at CLI start-up
+
+    v = text.strip()
+    if v == "0":
+        return 0
+    parts = re.findall(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)", v)
+    if not parts or "".join(n + u for n, u in parts) != v:
+        raise ValueError(f"invalid duration {text!r}")
+    return int(sum(float(n) * _DURATION_SCALE[u] for n, u in parts))

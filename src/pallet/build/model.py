@@ -17,6 +17,7 @@ from typing import Any
 from pallet.build.dockerfile import Instruction, ParseError
 from pallet.build.shell import process_word, split_words
 from pallet.errors import InvalidArgument, PalletError
+from pallet.units import go_duration_ns
 
 Emit = Callable[[dict[str, Any]], None]
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -105,11 +106,10 @@ def short_id(image_id: str) -> str:
 
 def parse_duration(text: str, what: str) -> int:
     """A Go duration (`30s`, `1m30s`, `500ms`) in nanoseconds."""
-    units = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", text)
-    if not parts or "".join(a + b for a, b in parts) != text:
-        raise InvalidArgument(f"{what}: invalid duration {text!r}")
-    return int(sum(float(a) * units[b] for a, b in parts))
+    try:
+        return go_duration_ns(text)
+    except ValueError:
+        raise InvalidArgument(f"{what}: invalid duration {text!r}") from None
 
 
 def split_stages(instructions: Sequence[Instruction]) -> tuple[list[Instruction], list[Stage]]:

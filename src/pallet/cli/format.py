@@ -384,3 +384,16 @@ def confirm(warning: str) -> bool:
     sys.stdout.write(f"{warning}\nAre you sure you want to continue? [y/N] ")
     sys.stdout.flush()
     return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+def key_value_pairs(values: Iterable[str], what: str) -> dict[str, str]:
+    """`--label`/`--opt` values, KEY or KEY=VALUE, as a dict (volume and network create)."""
+    from pallet.errors import InvalidArgument
+
+    out = {}
+    for v in values:
+        key, _, value = v.partition("=")
+        if not key:
+            raise InvalidArgument(f"invalid {what} {v!r}: want KEY[=VALUE]")
+        out[key] = value
+    return out

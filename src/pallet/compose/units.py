@@ -6,9 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
-       "m": 60_000_000_000, "h": 3_600_000_000_000}
+from pallet.units import go_duration_ns
 
 
 def duration_ns(value: Any) -> int:
@@ -25,10 +23,10 @@ def duration_ns(value: Any) -> int:
     text = value.strip()
     if re.fullmatch(r"\d+(\.\d+)?", text):
         return int(float(text) * 1_000_000_000)
-    parts = _DURATION_PART.findall(text)
-    if not text or _DURATION_PART.sub("", text) != "":
-        raise ValueError(f"must be a duration like 10s or 1m30s, not {value!r}")
-    return int(sum(float(n) * _NS[u] for n, u in parts))
+    try:
+        return go_duration_ns(text)
+    except ValueError:
+        raise ValueError(f"must be a duration like 10s or 1m30s, not {value!r}") from None
 
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)", re.IGNORECASE)

@@ -1328,25 +1328,14 @@ def _epoch_float(ts: str) -> float:
 
 def _prune_until(raw: str, now: float | None = None) -> float:
     """Prune's `until` in seconds since the epoch: a Go duration before now ("10m", "1h30m"),
-    seconds ("1700000000.5") or RFC 3339."""
-    import re
+    seconds ("1700000000.5") or RFC 3339 (moby's GetTimestamp, as the events' since/until)."""
+    from pallet.engine.events import parse_timestamp
 
-    from pallet.engine.logs import parse_time
-
-    raw = raw.strip()
-    now = time.time() if now is None else now
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", raw)
-    if parts and "".join(n + u for n, u in parts) == raw:
-        scale = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
-        return now - sum(float(n) * scale[u] for n, u in parts)
+    now_ns = time.time_ns() if now is None else int(now * 1e9)
     try:
-        return float(raw)
-    except ValueError:
-        pass
-    try:
-        return parse_time(raw) / 1e9
-    except (ValueError, IndexError):
-        raise InvalidArgument(f"invalid value for until: {raw!r}") from None
+        return parse_timestamp(raw, now_ns) / 1e9
+    except InvalidArgument:
+        raise InvalidArgument(f"invalid value for until: {raw.strip()!r}") from None
 
 
 def _epoch(ts: str) -> int:

@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from pallet.errors import InvalidArgument
+from pallet.units import go_duration_ns
 
 FORMAT_VERSION = 1
 DEFAULT_MAX_EVENTS = 10000
@@ -54,8 +55,6 @@ TYPES = frozenset({"builder", "config", "container", "daemon", "image", "network
                    "secret", "service", "volume"})
 _FUZZY_ACTIONS = ("health_status", "exec_create", "exec_start")
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_SCALE = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
 
 
 def parse_timestamp(value: str, now_ns: int | None = None) -> int:
@@ -73,9 +72,8 @@ def parse_timestamp(value: str, now_ns: int | None = None) -> int:
         secs = int(m.group(1))
         frac = int((m.group(2) or "").ljust(9, "0")) if m.group(2) else 0
         return secs * 10**9 + (frac if secs >= 0 else -frac)
-    parts = _DURATION.findall(v)
-    if parts and "".join(n + u for n, u in parts) == v:
-        return now_ns - int(sum(float(n) * _SCALE[u] for n, u in parts))
+    with contextlib.suppress(ValueError):
+        return now_ns - go_duration_ns(v)
     from datetime import UTC, datetime
 
     try:

@@ -29,19 +29,11 @@ Run 'pallet network COMMAND --help' for more information on a command.
 """
 
 
-def _pairs(values: list[str], what: str) -> dict[str, str]:
-    out = {}
-    for v in values:
-        key, _, value = v.partition("=")
-        if not key:
-            raise InvalidArgument(f"invalid {what} {v!r}: want KEY[=VALUE]")
-        out[key] = value
-    return out
-
-
 def create_body(args: argparse.Namespace) -> dict[str, Any]:
     """The NetworkCreateRequest for `network create` flags. As the docker CLI: the i-th
     --gateway and --ip-range belong to the i-th --subnet."""
+    from pallet.cli.format import key_value_pairs
+
     if len(args.gateway) > len(args.subnet) or len(args.ip_range) > len(args.subnet):
         raise InvalidArgument("every --gateway and --ip-range needs a --subnet")
     configs = []
@@ -54,9 +46,10 @@ def create_body(args: argparse.Namespace) -> dict[str, Any]:
         configs.append(c)
     body: dict[str, Any] = {"Name": args.name, "Driver": args.driver, "Internal": args.internal,
                             "Attachable": args.attachable, "EnableIPv6": args.ipv6,
-                            "Options": _pairs(args.opt, "option"), "Labels": _pairs(args.label, "label"),
+                            "Options": key_value_pairs(args.opt, "option"),
+                            "Labels": key_value_pairs(args.label, "label"),
                             "IPAM": {"Driver": args.ipam_driver, "Config": configs,
-                                     "Options": _pairs(args.ipam_opt, "IPAM option")}}
+                                     "Options": key_value_pairs(args.ipam_opt, "IPAM option")}}
     return body
 
 

@@ -118,17 +118,13 @@ def restart_policy(value: str) -> dict[str, Any]:
 
 def go_duration_ns(value: str, flag: str) -> int:
     """A Go duration ("30s", "1m30s", "500ms", "0") in nanoseconds, as the docker CLI's flags."""
-    import re
+    from pallet.units import go_duration_ns as parse
 
-    scale = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
-    v = value.strip()
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", v)
-    if v == "0":
-        return 0
-    if not parts or "".join(n + u for n, u in parts) != v:
+    try:
+        return parse(value)
+    except ValueError:
         raise InvalidArgument(f'invalid argument "{value}" for "{flag}" flag: '
-                              f'time: invalid duration "{value}"')
-    return int(sum(float(n) * scale[u] for n, u in parts))
+                              f'time: invalid duration "{value}"') from None
 
 
 def healthcheck(args: argparse.Namespace) -> dict[str, Any] | None:

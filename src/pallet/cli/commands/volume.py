@@ -27,17 +27,9 @@ Run 'pallet volume COMMAND --help' for more information on a command.
 """
 
 
-def _pairs(values: list[str], what: str) -> dict[str, str]:
-    out = {}
-    for v in values:
-        key, _, value = v.partition("=")
-        if not key:
-            raise InvalidArgument(f"invalid {what} {v!r}: want KEY[=VALUE]")
-        out[key] = value
-    return out
-
-
 def create(ctx: Context, argv: list[str]) -> int:
+    from pallet.cli.format import key_value_pairs
+
     p = argparse.ArgumentParser(prog="pallet volume create", description="Create a volume")
     p.add_argument("name", nargs="?", metavar="VOLUME")
     p.add_argument("--name", dest="name_flag", help="Specify volume name")
@@ -49,7 +41,7 @@ def create(ctx: Context, argv: list[str]) -> int:
         raise InvalidArgument("conflicting options: either specify --name or provide positional arg, "
                               "not both")
     body = {"Name": args.name or args.name_flag or "", "Driver": args.driver,
-            "DriverOpts": _pairs(args.opt, "option"), "Labels": _pairs(args.label, "label")}
+            "DriverOpts": key_value_pairs(args.opt, "option"), "Labels": key_value_pairs(args.label, "label")}
     volume = ctx.client().post_json("/volumes/create", body=body)
     print(volume["Name"])
     return 0
