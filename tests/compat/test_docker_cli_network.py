@@ -97,3 +97,28 @@ def test_docker_run_publish_and_port(sock: Path):
         assert r.returncode != 0 and "already allocated" in r.stderr
     finally:
         docker(sock, "rm", "-f", "pub", "pub2")
+
+
+def test_docker_run_ipv6_port_mac_address_and_link(sock: Path):
+    from pallet.network.ports import host_has_ipv6
+
+    v6 = host_has_ipv6()
+    r = docker(sock, "run", "-d", "--name", "lweb", "-e", "FOO=bar", "--expose", "80",
+               *(["-p", "[::1]::80"] if v6 else []), "busybox", *HTTPD)
+    assert r.returncode == 0, r.stderr
+    try:
+        if v6:  # [::1] is served by palletd's userland proxy
+            out = docker(sock, "port", "lweb", "80").stdout.strip()
+            assert out.startswith("[::1]:"), out
+            port = int(out.rpartition(":")[2])
+            with socket.create_connection(("::1", port), timeout=5) as s:
+                s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                assert b"hi-from-" in s.recv(4096) + s.recv(4096)
+        r = docker(sock, "run", "--rm", "--link", "lweb:w", "--mac-address", "02:aa:bb:cc:dd:02", "busybox",
+                   "sh", "-c", "cat /sys/class/net/eth0/address; echo $W_ENV_FOO $W_PORT; "
+                   "for i in 1 2 3 4 5; do wget -q -O- http://w/ && exit 0; sleep 0.2; done; exit 1")
+        assert r.returncode == 0, r.stderr
+        ip = json.loads(docker(sock, "inspect", "lweb").stdout)[0]["NetworkSettings"]["IPAddress"]
+        assert r.stdout.startswith(f"02:aa:bb:cc:dd:02\nbar tcp://{ip}:80\nhi-from-"), r.stdout
+    finally:
+        docker(sock, "rm", "-f", "lweb")

@@ -16,6 +16,20 @@ container's addresses under its hostname, --add-host entries ("host-gateway" is 
 the container's first network, a host address the container can always reach; Docker uses
 docker0's), and the host's resolvers (loopback ones dropped) or --dns. On user-defined
 networks the embedded DNS server (pallet.network.dns, when present) answers at the gateway.
+
+--mac-address: Config.MacAddress (API < 1.44, still sent by the docker CLI) goes to the endpoint
+of the NetworkMode network, EndpointSettings.MacAddress (1.44+) to its own network; both given
+they must agree (moby's handleMACAddressBC). Bad values are a 400 at create.
+
+Legacy links (HostConfig.Links, "name[:alias]"), as moby daemon/links: on the default bridge,
+checked at start (the linked container must run and be on the default bridge: "Cannot link to a
+non running container: /web AS /client/alias"), an /etc/hosts line "<ip> alias hostname name",
+and the environment <ALIAS>_PORT, <ALIAS>_PORT_<port>_<PROTO>[_ADDR|_PORT|_PROTO] for each
+exposed port (ranges of 3+ also _START/_END), <ALIAS>_NAME=/<container>/<alias> and
+<ALIAS>_ENV_<var> for the linked container's Config.Env (but HOME and PATH); the container's own
+Env wins. HostConfig.Links then reads "/web:/client/alias" (inspect). On a user-defined network a
+link is a DNS name only the linking container resolves (the embedded DNS), no env, no check
+that the target runs (Docker's behaviour); EndpointSettings.Links shows "web:alias".
 """
 
 from __future__ import annotations
@@ -29,6 +43,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pallet.errors import Conflict, InvalidArgument, NotFound, PalletError
+from pallet.network import links as linksmod
 from pallet.network import ports as portsmod
 
 _EP_KEYS = ("EndpointID", "MacAddress", "IPAddress", "IPPrefixLen", "Gateway", "GlobalIPv6Address",
@@ -96,10 +111,15 @@ class EngineNetworking:
             upstreams: list[str] = []
             with contextlib.suppress(NotFound):
                 upstreams = list(self.engine.get(cid).host_config.get("Dns") or [])
+            links: dict[str, str] = {}
+            with contextlib.suppress(NotFound, InvalidArgument):
+                conf = (mgr.container(cid) or {}).get("networks", {}).get(nid, {})
+                raw = [*(self.engine.get(cid).host_config.get("Links") or []), *(conf.get("Links") or [])]
+                links = {alias: name for name, alias in (linksmod.parse(v) for v in raw)}
             try:
                 dns.call(dns.server.add_network(nid, gws, name=n["Name"], forward=not n["Internal"]))
                 dns.server.set_records(nid, cid, names, [a for a in addrs if ":" not in a],
-                                       [a for a in addrs if ":" in a], upstreams or None)
+                                       [a for a in addrs if ":" in a], upstreams or None, links or None)
             except PalletError as exc:
                 sys.stderr.write(f"pallet network: DNS for {cid[:12]} on {n['Name']}: {exc}\n")
             return
@@ -109,10 +129,16 @@ class EngineNetworking:
                 dns.call(dns.server.remove_network(nid))
 
     def close(self) -> None:
-        """Stop the DNS server (the engine closes; containers keep their namespaces)."""
+        """Stop the DNS server and the userland proxies, and let go of the held ports, as the
+        daemon's exit would (containers keep their namespaces and rules; the next engine's
+        `reconcile` holds their ports and proxies their IPv6 bindings again)."""
         if self.dns is not None:
             self.dns.close()
             self.dns = None
+        if self._manager is not None:
+            self._manager.proxy.close()
+            with self._manager.lock:
+                self._manager.ports.release_all()
 
     # --- create ---------------------------------------------------------------------------------------
     @staticmethod
@@ -143,15 +169,34 @@ class EngineNetworking:
             etcfiles.validate_dns_option(o)
         for h in hc.get("ExtraHosts") or []:
             etcfiles.parse_extra_host(h)
+        links = hc.get("Links") or []
+        if not isinstance(links, list) or not all(isinstance(x, str) for x in links):
+            raise InvalidArgument("HostConfig.Links: want a list of strings")
+        for x in links:
+            linksmod.parse(x)
+        if links and mode == "host":
+            raise InvalidArgument("conflicting options: host type networking can't be used with links. This "
+                                  "would result in undefined behavior")
+        if links and mode.startswith("container:"):
+            raise InvalidArgument("conflicting options: container type network can't be used with links. "
+                                  "This would result in undefined behavior")
+        endpoints = _mac_addresses(cfg, mode, endpoints)
         reqs = portsmod.requests(hc.get("PortBindings"), (cfg.get("ExposedPorts") or {}).keys(),
                                  bool(hc.get("PublishAllPorts")))
         return mode, endpoints, reqs
 
     def configure(self, cid: str, name: str, mode: str, endpoints: Mapping[str, Any],
                   reqs: Sequence[portsmod.PortRequest], exposed: Sequence[str] = (),
-                  publish_all: bool = False) -> None:
+                  publish_all: bool = False, links: Sequence[str] = ()) -> None:
         """Record the container's networks (NotFound for an unknown network). -P's exposed
-        ports come from the full config (the image's EXPOSE too)."""
+        ports come from the full config (the image's EXPOSE too). Link targets must exist now,
+        as moby checks at create (whether they run is checked at start)."""
+        for value in links:
+            target = linksmod.parse(value)[0]
+            try:
+                self.engine.get(target)
+            except NotFound as exc:
+                raise InvalidArgument(f"could not get container for {target}: {exc}") from None
         if publish_all:
             have = {(r.container_port, r.proto) for r in reqs}
             for key in exposed:
@@ -174,12 +219,85 @@ class EngineNetworking:
             other = self.engine.get(mode.partition(":")[2])
             if not other.state.status.is_active:
                 raise Conflict(f"cannot join network namespace of a non running container: {other.id}")
+        children = self._links(c)
         mgr.setup(c.id, c.config.get("Hostname") or "")
+        if children:
+            c.host_config["Links"] = [f"/{child.name}:/{c.name}/{alias}" for child, alias in children]
         try:
             self._write_etc_files(c)
         except BaseException:
             mgr.teardown(c.id)
             raise
+
+    def _links(self, c: Container) -> list[tuple[Container, str]]:
+        """The linked containers and their aliases, checked as moby does at start (see the
+        module docstring)."""
+        raw = c.host_config.get("Links") or []
+        mode = c.host_config.get("NetworkMode") or "default"
+        out = []
+        for value in raw:
+            name, alias = linksmod.parse(value)
+            try:
+                child = self.engine.get(name)
+            except NotFound as exc:
+                # moby: an invalid-parameter error, not "not found" (which the CLI would take for
+                # a missing image, moby#39823)
+                raise InvalidArgument(f"could not get container for {name}: {exc}") from None
+            if mode in ("default", "bridge"):
+                seen = {child.id}
+                while (child.host_config.get("NetworkMode") or "").startswith("container:"):
+                    child = self.engine.get(child.host_config["NetworkMode"].partition(":")[2])
+                    if child.id in seen:
+                        break
+                    seen.add(child.id)
+                if child.host_config.get("NetworkMode") == "host":
+                    raise InvalidArgument("conflicting options: host type networking can't be used with "
+                                          "links. This would result in undefined behavior")
+                if not child.state.status.is_active:
+                    raise PalletError(f"Cannot link to a non running container: /{child.name} AS "
+                                      f"/{c.name}/{alias}")
+                if self._bridge_endpoint(child.id) is None:
+                    raise PalletError(f"Cannot link to /{child.name}, as it does not belong to the default "
+                                      "network")
+            out.append((child, alias))
+        return out
+
+    def _bridge_endpoint(self, cid: str) -> dict[str, Any] | None:
+        st = self.manager.container(cid) or {}
+        try:
+            bridge = self.manager.get("bridge")["Id"]
+        except NotFound:
+            return None
+        ep = st.get("endpoints", {}).get(bridge)
+        return dict(ep) if ep else None
+
+    def _link_env_and_hosts(self, c: Container) -> tuple[list[str], list[tuple[str, str]]]:
+        """For a container on the default bridge: the environment its links give it and its
+        /etc/hosts lines for them (moby daemon/links.go ToEnv, buildSandboxOptions)."""
+        mode = c.host_config.get("NetworkMode") or "default"
+        if mode not in ("default", "bridge"):
+            return [], []
+        env: list[str] = []
+        hosts: list[tuple[str, str]] = []
+        for value in c.host_config.get("Links") or []:
+            name, alias = linksmod.parse(value)
+            try:
+                child = self.engine.get(name)
+            except NotFound:
+                continue
+            ep = self._bridge_endpoint(child.id)
+            if ep is None:
+                continue
+            names = alias + " " + (child.config.get("Hostname") or child.id[:12])
+            if alias != child.name:
+                names += " " + child.name
+            for ip in (ep["IPAddress"], ep["GlobalIPv6Address"]):
+                if ip:
+                    hosts.append((ip, names))
+            env += linksmod.env(alias, f"/{c.name}/{alias}", ep["IPAddress"],
+                                list((child.config.get("ExposedPorts") or {}).keys()),
+                                list(child.config.get("Env") or []))
+        return env, hosts
 
     def _write_etc_files(self, c: Container) -> None:
         from pallet.network import etcfiles
@@ -208,7 +326,7 @@ class EngineNetworking:
         else:
             hosts = etcfiles.hosts_file(c.config.get("Hostname") or c.id[:12], addrs,
                                         domainname=c.config.get("Domainname") or "", extra_hosts=extra,
-                                        host_gateway=gateway)
+                                        host_gateway=gateway, links=self._link_env_and_hosts(c)[1])
         src = etcfiles.host_resolv_conf_path()
         try:
             host_resolv = src.read_text()
@@ -250,6 +368,13 @@ class EngineNetworking:
         else:
             st = self.manager.container(c.id) or {}
             path = st.get("netns") or ""
+            link_env = self._link_env_and_hosts(c)[0] if c.host_config.get("Links") else []
+            if link_env:
+                # moby CreateDaemonEnvironment: link variables first, the container's Env wins
+                proc = spec.setdefault("process", {})
+                have = {e.partition("=")[0] for e in proc.get("env") or []}
+                own = list(proc.get("env") or [])
+                proc["env"] = [*(e for e in link_env if e.partition("=")[0] not in have), *own]
         if path:
             for n in nss:
                 if n["type"] == "network":
@@ -337,6 +462,10 @@ class EngineNetworking:
             e = _empty_endpoint(nid, "")
             if conf:
                 e["Aliases"] = conf.get("Aliases") or None
+                e["MacAddress"] = conf.get("MacAddress") or ""
+                if name != "bridge":
+                    raw = [*(c.host_config.get("Links") or []), *(conf.get("Links") or [])]
+                    e["Links"] = list(dict.fromkeys(":".join(linksmod.parse(v)) for v in raw)) or None
                 if conf.get("IPv4Address") or conf.get("IPv6Address"):
                     e["IPAMConfig"] = {k: conf[k] for k in ("IPv4Address", "IPv6Address") if conf.get(k)}
             if ep is not None and active:
@@ -407,6 +536,30 @@ class _DnsRunner:
         self.thread.join(5)
         if not self.thread.is_alive():
             self.loop.close()
+
+
+def _mac_addresses(cfg: Mapping[str, Any], mode: str, endpoints: dict[str, Any]) -> dict[str, Any]:
+    """Check the MAC addresses of a create request and move Config.MacAddress onto the endpoint
+    of the NetworkMode network (see the module docstring). Returns the endpoints."""
+    from pallet.network.manager import parse_mac
+
+    for ep in endpoints.values():
+        if isinstance(ep, Mapping) and ep.get("MacAddress"):
+            parse_mac(ep["MacAddress"])
+    mac = cfg.get("MacAddress")
+    if not mac:
+        return endpoints
+    mac = parse_mac(mac)
+    if mode in ("host", "none") or mode.startswith("container:"):
+        raise InvalidArgument("conflicting options: mac-address and the network mode")
+    primary = "bridge" if mode in ("default", "bridge") else mode
+    key = next((k for k in endpoints if k == primary or (primary == "bridge" and k == "default")), primary)
+    ep = dict(endpoints.get(key) or {})
+    if ep.get("MacAddress") and parse_mac(ep["MacAddress"]) != mac:
+        raise InvalidArgument("the container-wide MAC address must match the endpoint-specific MAC address "
+                              "for the main network, or be left empty")
+    ep["MacAddress"] = mac
+    return {**endpoints, key: ep}
 
 
 def _has_state(engine: Engine) -> bool:

@@ -121,8 +121,10 @@ class DnsServerProtocol(Protocol):
 
     def set_records(self, net_id: str, container_id: str, names: Iterable[str],
                     ipv4: str | Sequence[str] | None = None, ipv6: str | Sequence[str] | None = None,
-                    upstreams: Sequence[str] | None = None) -> None:
+                    upstreams: Sequence[str] | None = None, links: Mapping[str, str] | None = None) -> None:
         """Replace `container_id`'s records on `net_id`. Atomic: on error nothing changes.
+        `links` ({alias: container name}, legacy --link on a user-defined network) are names
+        only this container's queries resolve, to the named container's records (Docker).
 
         Raises NotFound for a network not added, InvalidArgument for a bad name or address,
         Conflict when an address belongs to another container of the network."""
@@ -139,6 +141,7 @@ class _Entry:
     ipv4: tuple[ipaddress.IPv4Address, ...]
     ipv6: tuple[ipaddress.IPv6Address, ...]
     upstreams: tuple[str, ...]          # --dns servers; empty: the host's resolvers
+    links: tuple[tuple[str, str], ...] = ()  # (alias, target name): --link, for this container's queries
 
     def addresses(self) -> list[IPAddress]:
         return [*self.ipv4, *self.ipv6]
@@ -466,10 +469,11 @@ class DnsServer:
     # --- records -----------------------------------------------------------------------------------
     def set_records(self, net_id: str, container_id: str, names: Iterable[str],
                     ipv4: str | Sequence[str] | None = None, ipv6: str | Sequence[str] | None = None,
-                    upstreams: Sequence[str] | None = None) -> None:
+                    upstreams: Sequence[str] | None = None, links: Mapping[str, str] | None = None) -> None:
         """Replace `container_id`'s records on `net_id`: `names` (container name first: it answers
-        PTR queries), its `ipv4` and `ipv6` address(es), and `upstreams`, the container's `--dns`
-        servers (None: the host's). See DnsServerProtocol for the contract."""
+        PTR queries), its `ipv4` and `ipv6` address(es), `upstreams`, the container's `--dns`
+        servers (None: the host's), and `links`, names only its own queries resolve (legacy
+        --link aliases: {alias: target container name}). See DnsServerProtocol for the contract."""
         net = self._network(net_id)
         norm: list[str] = []
         for n in names:
@@ -487,7 +491,8 @@ class DnsServer:
             except ValueError as exc:
                 raise InvalidArgument(f"{u} is not an ip address") from exc
             ups.append(u)
-        entry = _Entry(tuple(norm), v4, v6, tuple(ups))
+        lk = tuple((_norm_name(a), _norm_name(t)) for a, t in (links or {}).items())
+        entry = _Entry(tuple(norm), v4, v6, tuple(ups), lk)
         with self._records_lock:
             records = net.records
             for a in entry.addresses():
@@ -655,16 +660,17 @@ class DnsServer:
                 return None
             if not any(src in n for n in net.allowed):
                 return self._reply(query, dns.rcode.REFUSED, max_size=max_size)
-        response = self._local(net, query, max_size=max_size)
-        if response is not None:
-            return response
-        if not net.forward:
-            return self._reply(query, dns.rcode.SERVFAIL, max_size=max_size)
         records = net.records
         try:
             cid = records.by_addr.get(ipaddress.ip_address(source.split("%", 1)[0]))
         except ValueError:
             cid = None
+        links = dict(records.entries[cid].links) if cid is not None else {}
+        response = self._local(net, query, max_size=max_size, links=links)
+        if response is not None:
+            return response
+        if not net.forward:
+            return self._reply(query, dns.rcode.SERVFAIL, max_size=max_size)
         upstreams = records.entries[cid].upstreams if cid is not None else ()
         return _Forward(query, data, upstreams)
 
@@ -688,14 +694,17 @@ class DnsServer:
                 if max_size is None:
                     resp.flags |= dns.flags.TC
 
-    def _local(self, net: _Network, query: dns.message.Message, *, max_size: int | None) -> bytes | None:
+    def _local(self, net: _Network, query: dns.message.Message, *, max_size: int | None,
+               links: Mapping[str, str] | None = None) -> bytes | None:
         q = query.question[0]
         if q.rdclass != dns.rdataclass.IN:
             return None
         name = q.name.to_text(omit_final_dot=True).lower()
         if q.rdtype == dns.rdatatype.PTR:
             return self._ptr(net, query, max_size=max_size)
-        entries = net.lookup(net.records, name)
+        # a --link alias of the asking container first: it names that container for it alone
+        entries = net.lookup(net.records, links[name]) if links and name in links else []
+        entries = entries or net.lookup(net.records, name)
         if not entries:
             if name == net.domain:  # the zone's apex exists: NODATA, not NXDOMAIN (RFC 8020 §2)
                 return self._reply(query, dns.rcode.NOERROR, max_size=max_size, authoritative=True)

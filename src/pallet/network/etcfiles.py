@@ -157,19 +157,22 @@ def _extra_host_records(extra_hosts: Sequence[str], host_gateway: Sequence[str])
 
 def hosts_file(hostname: str, addresses: Sequence[str] = (), *, domainname: str = "",
                aliases: Sequence[str] = (), extra_hosts: Sequence[str] = (),
-               host_gateway: Sequence[str] = (), ipv6: bool = True) -> str:
+               host_gateway: Sequence[str] = (), ipv6: bool = True,
+               links: Sequence[tuple[str, str]] = ()) -> str:
     """/etc/hosts for a container in its own network namespace.
 
     `addresses` are the container's addresses (none with `--network none`); `aliases` are extra
     names put after the hostname on those lines (Docker puts none there, names come from the
     embedded DNS; podman adds the container name); `extra_hosts` are `--add-host` values, with
-    `host-gateway` replaced by each of `host_gateway`; `ipv6` adds the IPv6 localhost block (Docker
-    leaves it out when IPv6 is disabled in the container). Raises InvalidArgument on a bad
-    `--add-host` or `host-gateway` without a gateway address."""
+    `host-gateway` replaced by each of `host_gateway`; `links` are (address, names) lines of
+    legacy links (after --add-host, as moby's buildSandboxOptions adds them); `ipv6` adds the
+    IPv6 localhost block (Docker leaves it out when IPv6 is disabled in the container). Raises
+    InvalidArgument on a bad `--add-host` or `host-gateway` without a gateway address."""
     records: list[tuple[str, str]] = list(_IPV4_LOCALHOST)
     if ipv6:
         records.extend(_IPV6_LOCALHOST)
     records.extend(_extra_host_records(extra_hosts, host_gateway))
+    records.extend(links)
     # moby sandbox_dns_unix.go updateHostsFile: the FQDN, then the bare host name if it differs.
     fqdn = f"{hostname}.{domainname}" if domainname else hostname
     names = [fqdn]

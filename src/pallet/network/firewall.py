@@ -26,6 +26,10 @@ What the table does (compare moby's libnetwork/drivers/bridge/setup_ip_tables_li
 - nat postrouting: masquerade for non-internal networks leaving their bridge; hairpin (a
   container reaching a published port, its own or a neighbour's, through a host address) is
   masqueraded too, so replies come back through the host.
+- IPv6 published ports are DNATed the same way ("dnat ip6 to [addr]:port") for every local
+  IPv6 address but ::1, when the container has an IPv6 address: IPv6 has no route_localnet (a
+  ::1 source may not leave lo, RFC 4291 §2.5.3), so [::1] is served by the userland proxy
+  (pallet.network.proxy), which listens on the binding's socket; Docker does the same.
 """
 
 from __future__ import annotations
@@ -58,7 +62,8 @@ class FwNetwork:
 
 @dataclass(frozen=True)
 class FwPort:
-    """One published port: host_ip "" is every local IPv4 address."""
+    """One published port: host_ip "" is every local address of container_ip's family (IPv6:
+    but ::1, see the module docstring)."""
 
     container: str
     proto: str
@@ -99,11 +104,17 @@ def render(table: str, networks: Sequence[FwNetwork], ports: Sequence[FwPort], o
             if n.masquerade:
                 post.append(f"ip saddr {s} oifname != {br} masquerade {tag}")
         for s in v6:
+            post.append(f"oifname {br} ip6 saddr {s} ct status dnat masquerade {tag}")
             if n.masquerade:
                 post.append(f"ip6 saddr {s} oifname != {br} masquerade {tag}")
     dnat: list[str] = []
     for p in ports:
         tag = f"comment {_q(f'pallet:container:{p.container[:12]}')}"
+        if ":" in p.container_ip:
+            match = f"ip6 daddr {p.host_ip}" if p.host_ip not in ("", "::") else "ip6 daddr != ::1"
+            dnat.append(f"{match} {p.proto} dport {p.host_port} dnat ip6 to [{p.container_ip}]:"
+                        f"{p.container_port} {tag}")
+            continue
         match = f"ip daddr {p.host_ip}" if p.host_ip else "meta nfproto ipv4"
         dnat.append(f"{match} {p.proto} dport {p.host_port} dnat ip to {p.container_ip}:{p.container_port} "
                     f"{tag}")

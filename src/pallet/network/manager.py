@@ -27,11 +27,20 @@ On disk, version 1, <data-root>/network/networks.json:
                          "bridge": device name, "pools": {<subnet>: ipam.Allocator state},
                          "auto_subnets": [subnets picked from the pools, movable while unused]}},
      "containers": {<cid>: {"name", "mode" (HostConfig.NetworkMode), "order": [network ids],
-                            "networks": {<netid>: {"Aliases", "IPv4Address", "IPv6Address"}},
+                            "networks": {<netid>: {"Aliases", "IPv4Address", "IPv6Address",
+                                                   "MacAddress" ("" or absent: Docker's
+                                                   02:42:<IPv4>), "Links" (optional,
+                                                   ["name:alias"], EndpointSettings.Links)}},
                             "ports": [PortRequest fields] (wanted),
                             "netns": path or "", "endpoints": {<netid>: endpoint}, "bound": [Binding]}}}
     endpoint: {"EndpointID", "MacAddress", "IPAddress", "IPPrefixLen", "Gateway", "GlobalIPv6Address",
                "GlobalIPv6PrefixLen", "IPv6Gateway", "veth", "ifname"}
+    Binding "HostIp": "" (older files) or "0.0.0.0" every IPv4 address, "::" every IPv6 one, else
+    the address; IPv6 bindings are forwarded by the userland proxy (pallet.network.proxy) and,
+    for addresses other than ::1 when the container has an IPv6 address, by ip6 DNAT.
+
+MAC addresses (--mac-address, EndpointSettings.MacAddress, per endpoint as API 1.44+): a
+unicast address in any of Go's net.ParseMAC 6-byte forms, stored lower-case with colons.
 """
 
 from __future__ import annotations
@@ -64,7 +73,8 @@ from pallet.network import ipam
 from pallet.network.firewall import Firewall, FwNetwork, FwPort
 from pallet.network.netlink import IfAddr, Netlink, VethRequest
 from pallet.network.netns import NetnsStore
-from pallet.network.ports import Binding, PortRequest, PortReserver
+from pallet.network.ports import Binding, PortRequest, PortReserver, is_any, is_v6, show
+from pallet.network.proxy import UserlandProxy
 
 STATE_VERSION = 1
 DEFAULT_DATA_ROOT = "/var/lib/pallet"
@@ -91,13 +101,34 @@ def _mac(ip: str) -> str:
     return "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
 
 
+_MAC_FORMS = (re.compile(r"^[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}$"),
+              re.compile(r"^[0-9a-fA-F]{4}\.[0-9a-fA-F]{4}\.[0-9a-fA-F]{4}$"))
+
+
+def parse_mac(raw: Any) -> str:
+    """A container interface's MAC: Go's net.ParseMAC 6-byte forms (01:23:45:67:89:ab,
+    01-23-45-67-89-ab, 0123.4567.89ab), as lower-case colon form. InvalidArgument (400) with
+    dockerd's "invalid MAC address" for anything else, and for a multicast or all-zero address,
+    which the kernel refuses for an interface (EADDRNOTAVAIL at start in dockerd)."""
+    if not isinstance(raw, str) or not any(f.match(raw) for f in _MAC_FORMS):
+        raise InvalidArgument(f"invalid MAC address {raw}")
+    digits = re.sub(r"[^0-9a-fA-F]", "", raw).lower()
+    octets = [digits[i:i + 2] for i in range(0, 12, 2)]
+    if int(octets[0], 16) & 1:
+        raise InvalidArgument(f"invalid MAC address {raw}: a multicast address cannot be an interface's")
+    if digits == "0" * 12:
+        raise InvalidArgument(f"invalid MAC address {raw}: all zeros")
+    return ":".join(octets)
+
+
 class NetworkManager:
     """See the module docstring. Thread-safe; every public method may block on the kernel."""
 
     def __init__(self, data_root: str, exec_root: str, *, netlink: Netlink | None = None,
                  firewall: Firewall | None = None, netns: NetnsStore | None = None,
                  sysctl_root: str = "/proc/sys", sys_root: str = "/sys", ip_forward: bool = False,
-                 host_routes: Callable[[], list[str]] | None = None) -> None:
+                 host_routes: Callable[[], list[str]] | None = None, ports: PortReserver | None = None,
+                 proxy: UserlandProxy | None = None) -> None:
         self.data_root = os.path.abspath(data_root)
         self.path = os.path.join(self.data_root, "network", "networks.json")
         tag = "" if self.data_root == DEFAULT_DATA_ROOT else hashlib.sha256(
@@ -115,7 +146,8 @@ class NetworkManager:
         self.sysctl_root, self.sys_root = sysctl_root, sys_root
         self.ip_forward = ip_forward
         self._host_routes = host_routes or self.netlink.routed_networks
-        self.ports = PortReserver()
+        self.ports = ports if ports is not None else PortReserver()
+        self.proxy = proxy if proxy is not None else UserlandProxy()
         self.hooks: list[EndpointHook] = []
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
         self.state: dict[str, Any] = {}
@@ -467,7 +499,16 @@ class NetworkManager:
                     raise InvalidArgument(f"invalid IPv{ver} address: {a}")
                 if not any(ip in ipaddress.ip_network(c["Subnet"]) for c in n["IPAM"]["Config"]):
                     raise InvalidArgument(f"no configured subnet or ip-range contain the IP address {a}")
-        return {"Aliases": aliases, "IPv4Address": v4, "IPv6Address": v6}
+        mac = parse_mac(conf["MacAddress"]) if conf.get("MacAddress") else ""
+        out = {"Aliases": aliases, "IPv4Address": v4, "IPv6Address": v6, "MacAddress": mac}
+        raw_links = conf.get("Links") or []
+        if raw_links and n["Name"] != "bridge":  # the default bridge's links are HostConfig.Links
+            from pallet.network.links import parse
+
+            if not isinstance(raw_links, list):
+                raise InvalidArgument("EndpointSettings.Links: want a list of strings")
+            out["Links"] = [":".join(parse(str(v))) for v in raw_links]
+        return out
 
     def rename(self, cid: str, name: str) -> None:
         with self.lock:
@@ -516,6 +557,7 @@ class NetworkManager:
                                                             "" if default_ip == "0.0.0.0" else default_ip,
                                                             r.first, r.last) for r in reqs]
                     c["bound"] = [b.to_dict() for b in self.ports.reserve(cid, reqs)]
+                    self._start_proxies(cid, c)
                 self._save()
                 self._apply_firewall()
             except BaseException:
@@ -547,7 +589,7 @@ class NetworkManager:
             addrs.append(IfAddr(ip, subnet.prefixlen))
             if subnet.version == 4 and not ep["IPAddress"]:
                 ep.update(IPAddress=ip, IPPrefixLen=subnet.prefixlen, Gateway=pc["Gateway"],
-                          MacAddress=_mac(ip))
+                          MacAddress=conf.get("MacAddress") or _mac(ip))
             elif subnet.version == 6 and not ep["GlobalIPv6Address"]:
                 ep.update(GlobalIPv6Address=ip, GlobalIPv6PrefixLen=subnet.prefixlen,
                           IPv6Gateway=pc["Gateway"])
@@ -559,7 +601,8 @@ class NetworkManager:
         if not ep["IPAddress"] and not ep["GlobalIPv6Address"]:
             raise PalletError(f"network {n['Name']}: no address for the container")
         self.netlink.add_veth(VethRequest(ep["veth"], n["bridge"], c["netns"], ifname,
-                                          ep["MacAddress"] or _mac("10.0.0.1"), tuple(addrs), tuple(gws),
+                                          ep["MacAddress"] or conf.get("MacAddress") or _mac("10.0.0.1"),
+                                          tuple(addrs), tuple(gws),
                                           mtu))
         # Hairpin: a container reaching its own published port comes back through its port.
         self._write(os.path.join(self.sys_root, "class/net", ep["veth"], "brport/hairpin_mode"), "1")
@@ -629,6 +672,7 @@ class NetworkManager:
             c = self.state["containers"].get(cid)
             if c is None:
                 return
+            self.proxy.stop(cid)
             self.ports.release(cid)
             had = bool(c.get("endpoints") or c.get("bound"))
             for nid, ep in list(c.get("endpoints", {}).items()):
@@ -650,6 +694,21 @@ class NetworkManager:
                 self._drop_unused_bridges()
                 self._apply_firewall()
 
+    def _start_proxies(self, cid: str, c: Mapping[str, Any]) -> None:
+        """The userland proxy for each IPv6 binding of a running container (see
+        pallet.network.proxy), towards its first network's address."""
+        ep = c["endpoints"].get(c["order"][0]) if c.get("order") else None
+        if ep is None:
+            return
+        target = ep["GlobalIPv6Address"] or ep["IPAddress"]
+        for b, sock in self.ports.sockets(cid):
+            if is_v6(b.host_ip):
+                try:
+                    self.proxy.start(cid, b.proto, sock, (target, b.container_port))
+                except OSError as exc:
+                    raise PalletError(f"userland proxy for {show(b.host_ip, b.host_port)}/{b.proto}: "
+                                      f"{exc}") from exc
+
     def _drop_unused_bridges(self) -> None:
         used = {nid for c in self.state["containers"].values() for nid in c.get("endpoints", {})}
         present = set(self.netlink.link_names())
@@ -670,11 +729,18 @@ class NetworkManager:
             if not c.get("bound") or not c.get("order"):
                 continue
             ep = c["endpoints"].get(c["order"][0])
-            if ep is None or not ep["IPAddress"]:
+            if ep is None:
                 continue
             for b in c["bound"]:
-                ports.append(FwPort(cid, b["Proto"], b["HostIp"], int(b["HostPort"]), ep["IPAddress"],
-                                    int(b["ContainerPort"])))
+                if is_v6(b["HostIp"]):
+                    # ::1 only through the proxy (no route_localnet in IPv6); other addresses by
+                    # the kernel when the container has an IPv6 address, else by the proxy too
+                    if ep["GlobalIPv6Address"] and b["HostIp"] != "::1":
+                        ports.append(FwPort(cid, b["Proto"], b["HostIp"], int(b["HostPort"]),
+                                            ep["GlobalIPv6Address"], int(b["ContainerPort"])))
+                elif ep["IPAddress"]:
+                    ports.append(FwPort(cid, b["Proto"], "" if is_any(b["HostIp"]) else b["HostIp"],
+                                        int(b["HostPort"]), ep["IPAddress"], int(b["ContainerPort"])))
         self.firewall.apply(nets, ports)
 
     # --- connect and disconnect ---------------------------------------------------------------------
@@ -780,6 +846,11 @@ class NetworkManager:
                                                              b.host_port, b.host_port) for b in binds])
                     except PalletError as exc:
                         sys.stderr.write(f"pallet network: container {cid[:12]}: {exc}\n")
+                    else:
+                        try:
+                            self._start_proxies(cid, c)
+                        except PalletError as exc:
+                            sys.stderr.write(f"pallet network: container {cid[:12]}: {exc}\n")
             for name in self.netns.list():
                 if name not in alive or not self.state["containers"].get(name, {}).get("netns"):
                     self.netns.remove(name)

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from pallet.engine.containers import Engine
-from pallet.errors import PalletError, PermissionDenied
+from pallet.errors import InvalidArgument, PalletError, PermissionDenied
 from pallet.image.service import ImageService
 from pallet.network.netns import NetnsStore
 
@@ -287,6 +287,8 @@ def test_start_stop_cycles_leak_nothing(env):
     mgr.create({"Name": "pt-cycle"})
     cid = env.engine.create({"Image": "busybox", "Cmd": ["true"], "HostConfig": {
         "NetworkMode": "pt-cycle", "PortBindings": {"80/tcp": [{"HostPort": ""}]}}})
+    env.engine.start(cid)  # first: lazily made things (the proxy's loop, netlink sockets) are no leak
+    env.engine.wait(cid, timeout=20)
     fds = len(os.listdir("/proc/self/fd"))
     for _ in range(25):
         env.engine.start(cid)
@@ -358,3 +360,133 @@ def test_orphaned_rules_of_a_vanished_data_root_are_swept(tmp_path):
         nl.delete_link(bridge)
         subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True)
         subprocess.run(["nft", "delete", "table", "inet", f"pallet_l{suffix}"], capture_output=True)
+
+
+def host_get6(host: str, port: int, timeout: float = 5.0) -> str:
+    """GET / from [host]:port over IPv6 (host: ::1 or a bridge's gateway address)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.socket(socket.AF_INET6) as s:
+                s.settimeout(2)
+                s.connect((host, port))
+                s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                data = b""
+                while chunk := s.recv(4096):
+                    data += chunk
+            if data:
+                return data.decode(errors="replace")
+            raise ConnectionResetError("empty reply")
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def test_ipv6_published_ports_proxy_dnat_and_conflict(env):
+    from pallet.network.ports import host_has_ipv6
+
+    if not host_has_ipv6():
+        pytest.skip("IPv6 is disabled on this host")
+    # the default bridge (IPv4 only): [::] is published too, the proxy forwards to the IPv4 address
+    web = env.run(HTTPD, PortBindings={"80/tcp": [{"HostPort": ""}]})
+    ports = env.engine.inspect(web)["NetworkSettings"]["Ports"]["80/tcp"]
+    port = int(ports[0]["HostPort"])
+    assert ports == [{"HostIp": "0.0.0.0", "HostPort": str(port)}, {"HostIp": "::", "HostPort": str(port)}]
+    assert f"hello-from-{web[:12]}" in host_get6("::1", port)
+    # a daemon restart: the container runs on, the new daemon proxies its IPv6 binding again
+    env.engine.close()
+    env.new_engine()
+    assert f"hello-from-{web[:12]}" in host_get6("::1", port)
+    # an IPv6 binding already held gives Docker's message, and the second container keeps nothing
+    other = env.engine.create({"Image": "busybox", "Cmd": HTTPD, "HostConfig": {
+        "PortBindings": {"80/tcp": [{"HostIp": "::1", "HostPort": str(port)}]}}})
+    with pytest.raises(PalletError, match=rf"Bind for \[::1\]:{port} failed: port is already allocated"):
+        env.engine.start(other)
+    env.engine.remove(other)
+    env.engine.stop(web, timeout=1)
+    with pytest.raises(OSError):
+        host_get6("::1", port, timeout=0.3)
+    with socket.socket(socket.AF_INET6) as sock:  # free again (the proxied connection's TIME_WAIT aside)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("::1", port))
+    env.engine.remove(web)
+    # an IPv6 network: [::1] through the proxy to the container's IPv6 address, the gateway's
+    # IPv6 address (a local address) by ip6 DNAT
+    mgr = env.engine.networking.manager
+    mgr.create({"Name": "pt-v6p", "EnableIPv6": True,
+                "IPAM": {"Config": [{"Subnet": "fd42:7a11:9c3f::/64"}]}})
+    web = env.run(HTTPD, NetworkMode="pt-v6p", PortBindings={"80/tcp": [{"HostIp": "::", "HostPort": ""}]})
+    s = env.engine.inspect(web)["NetworkSettings"]
+    assert [b["HostIp"] for b in s["Ports"]["80/tcp"]] == ["::"]
+    port = int(s["Ports"]["80/tcp"][0]["HostPort"])
+    assert f"hello-from-{web[:12]}" in host_get6("::1", port)
+    assert f"hello-from-{web[:12]}" in host_get6(s["Networks"]["pt-v6p"]["IPv6Gateway"], port)
+    table = subprocess.run(["nft", "list", "table", "inet", mgr.firewall.table], capture_output=True,
+                           text=True).stdout
+    assert f"dnat ip6 to [{s['Networks']['pt-v6p']['GlobalIPv6Address']}]:80" in table
+    env.engine.remove(web, force=True)
+    assert web not in mgr.proxy.owners()
+    mgr.remove("pt-v6p")
+
+
+def test_mac_address(env):
+    code, out = env.output("cat /sys/class/net/eth0/address")
+    assert code == 0 and out.strip().startswith("02:42:")
+    cid = env.engine.create({"Image": "busybox", "Cmd": ["cat", "/sys/class/net/eth0/address"],
+                             "MacAddress": "02:AA:bb:cc:dd:01"})
+    env.engine.start(cid)
+    assert env.engine.wait(cid, timeout=30) == 0
+    assert b"".join(d for _s, d in env.engine.logs(cid)).decode().strip() == "02:aa:bb:cc:dd:01"
+    net = env.engine.inspect(cid)["NetworkSettings"]["Networks"]["bridge"]
+    assert net["MacAddress"] == "02:aa:bb:cc:dd:01"
+    env.engine.remove(cid)
+    for bad in ("02:aa:bb:cc:dd", "zz:aa:bb:cc:dd:ee", "01:00:5e:00:00:01"):
+        with pytest.raises(InvalidArgument, match="invalid MAC address"):
+            env.engine.create({"Image": "busybox", "Cmd": ["true"], "NetworkingConfig": {
+                "EndpointsConfig": {"bridge": {"MacAddress": bad}}}})
+    assert env.engine.list(all=True) == []
+
+
+def test_legacy_links(env):
+    with pytest.raises(InvalidArgument, match="could not get container for nosuch"):  # at create, as moby
+        env.engine.create({"Image": "busybox", "Cmd": ["true"], "HostConfig": {"Links": ["nosuch:x"]}})
+    web = env.engine.create({"Image": "busybox", "Cmd": HTTPD, "Env": ["FOO=bar"],
+                             "ExposedPorts": {"80/tcp": {}}}, name="web")
+    cmd = ["sh", "-c", "env; cat /etc/hosts; " + WGET.format("w")]
+    client = env.engine.create({"Image": "busybox", "Cmd": cmd, "HostConfig": {"Links": ["web:w"]}},
+                               name="client")
+    with pytest.raises(PalletError, match="Cannot link to a non running container: /web AS /client/w"):
+        env.engine.start(client)
+    env.engine.start(web)
+    ip = env.ip(web, "bridge")
+    env.engine.start(client)
+    assert env.engine.wait(client, timeout=60) == 0
+    out = b"".join(d for _s, d in env.engine.logs(client)).decode()
+    for line in (f"W_PORT=tcp://{ip}:80", f"W_PORT_80_TCP=tcp://{ip}:80", f"W_PORT_80_TCP_ADDR={ip}",
+                 "W_PORT_80_TCP_PORT=80", "W_PORT_80_TCP_PROTO=tcp", "W_NAME=/client/w", "W_ENV_FOO=bar",
+                 f"{ip}\tw {web[:12]} web", f"hello-from-{web[:12]}"):
+        assert line in out, (line, out)
+    assert env.engine.inspect(client)["HostConfig"]["Links"] == ["/web:/client/w"]
+    env.engine.remove(client)
+    env.engine.remove(web, force=True)
+    # a user-defined network: the alias is a DNS name for the linking container only
+    if env.engine.networking.dns is None:
+        return
+    mgr = env.engine.networking.manager
+    mgr.create({"Name": "pt-link"})
+    web = env.run(HTTPD, name="web2", NetworkMode="pt-link")
+    code, out = env.output(WGET.format("w2"), NetworkMode="pt-link", Links=["web2:w2"])
+    assert code == 0 and f"hello-from-{web[:12]}" in out, out
+    code, out = env.output(WGET_ONCE.format("w2"), NetworkMode="pt-link")
+    assert code != 0
+    # EndpointSettings.Links (API clients, `network connect --link`) work the same
+    cid = env.engine.create({"Image": "busybox", "Cmd": ["sh", "-c", WGET.format("w3")],
+                             "HostConfig": {"NetworkMode": "pt-link"},
+                             "NetworkingConfig": {"EndpointsConfig": {"pt-link": {"Links": ["web2:w3"]}}}})
+    env.engine.start(cid)
+    assert env.engine.wait(cid, timeout=60) == 0
+    assert env.engine.inspect(cid)["NetworkSettings"]["Networks"]["pt-link"]["Links"] == ["web2:w3"]
+    env.engine.remove(cid)
+    env.engine.remove(web, force=True)
+    mgr.remove("pt-link")
