@@ -12,11 +12,19 @@ Each figure is the wall clock of one whole CLI process, from spawn to exit, as a
   stop     ENGINE stop N          (the shell exits on SIGTERM, so no stop timeout is waited for)
   rm       ENGINE rm N
 
-Engines, alternating within every round (pallet, pallet+runc, [pallet+crun], podman): palletd with
+Engines, alternating within every round (pallet, pallet+runc, [pallet+crun], docker-cli, podman): palletd with
 its default runtime pallet-runtime, the same palletd with `--runtime runc` (and crun when palletd
 can drive it here; crun 1.8.1 refuses hybrid cgroup hosts), and podman with runc (same reason)
-on a private store. `--network none` on both: podman's default network runs netavark, which
+on a private store. docker-cli is the Go docker CLI (when on PATH) driving the same palletd as
+`pallet`: the ratio pallet/docker-cli is what the Python CLI adds (start-up, its requests), the
+rest of a figure is the daemon's. `--network none` on all: podman's default network runs netavark, which
 changes the host's firewall, and the benchmark must not; the network section measures bridges.
+
+`--breakdown` measures only where the time of `pallet run --rm busybox true` goes: a palletd
+with `-D` logs each request's time (logger pallet.api.timing, docs/design/daemon.md), and the
+table gives per request the median over the runs, and what is left outside the daemon (the CLI's
+start-up, connects and exit): the whole command less create and wait (the wait spans attach,
+start, the run, the exit and the removal).
 
 The ratios pallet/pallet+runc and pallet/pallet+crun show what pallet-runtime costs inside the
 daemon against the C runtimes; pallet/podman is the issue's comparison (target: run <= 0.5x).
@@ -25,6 +33,9 @@ daemon against the C runtimes; pallet/podman is the issue's comparison (target: 
 from __future__ import annotations
 
 import argparse
+import re
+import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -46,6 +57,7 @@ from benchlib import (
     reason,
     reps_of,
     stamp,
+    timed_ms,
     workspace,
 )
 
@@ -72,6 +84,28 @@ class PalletEngine:
         return d.ms(op, name)
 
 
+class DockerCliEngine:
+    """The docker CLI against palletd: the same daemon work as `pallet`, a Go client."""
+
+    def __init__(self, d: Palletd, docker: str) -> None:
+        self.d = d
+        self.docker = [docker, "-H", d.host]
+
+    def ms(self, *args: str) -> float:
+        return timed_ms([*self.docker, *args], env=self.d.env, timeout=30)
+
+    def op(self, op: str, name: str) -> float:
+        if op == "version":
+            return self.ms("version")
+        if op == "run":
+            return self.ms("run", "--rm", "--network", "none", "busybox", "true")
+        if op == "create":
+            return self.ms("create", "--name", name, "--network", "none", "busybox", *IDLE)
+        if op == "exec":
+            return self.ms("exec", name, "true")
+        return self.ms(op, name)
+
+
 class PodmanEngine:
     def __init__(self, p: Podman) -> None:
         self.p = p
@@ -89,8 +123,8 @@ class PodmanEngine:
         return p.ms(op, name)
 
 
-def measure(engines: dict[str, PalletEngine | PodmanEngine], reps: int, warmup: int, sec: Section
-            ) -> dict[str, dict[str, list[float]]]:
+def measure(engines: dict[str, PalletEngine | DockerCliEngine | PodmanEngine], reps: int, warmup: int,
+            sec: Section) -> dict[str, dict[str, list[float]]]:
     """Alternate engines within each round; a failed command is left out of the samples and
     counted in a note (a benchmark that stops at the first error hides how often it happens)."""
     samples: dict[str, dict[str, list[float]]] = {op: {e: [] for e in engines} for op in OPS}
@@ -117,11 +151,61 @@ def measure(engines: dict[str, PalletEngine | PodmanEngine], reps: int, warmup: 
     return samples
 
 
+_TIMING = re.compile(r"pallet\.api\.timing: (\w+) (\S+) (\d+) ([\d.]+) ms$")
+
+
+def timing_rows(log: str) -> dict[str, list[float]]:
+    """palletd -D timing lines as {"POST /containers/{id}/start 204": [ms, ...]}, the version
+    prefix, ids and query strings left out."""
+    rows: dict[str, list[float]] = {}
+    for line in log.splitlines():
+        m = _TIMING.search(line)
+        if m is None:
+            continue
+        method, path, status, ms = m.groups()
+        path = re.sub(r"^/v[0-9.]+", "", path.split("?")[0])
+        path = re.sub(r"/containers/[0-9a-f]{64}", "/containers/{id}", path)
+        rows.setdefault(f"{method} {path} {status}", []).append(float(ms))
+    return rows
+
+
+def breakdown(reps: int, warmup: int) -> str:
+    """`--breakdown`: a Markdown table of where `pallet run --rm busybox true` spends its time."""
+    with workspace("pb") as (work, parent):
+        d = Palletd(work / "d", parent, extra=["-D"])
+        try:
+            d.cli("image", "bootstrap", "busybox")
+            for _ in range(warmup):
+                d.ms("run", "--rm", "--network", "none", "busybox", "true")
+            skip = {k: len(v) for k, v in timing_rows((work / "d" / "palletd.log").read_text()).items()}
+            totals = [d.ms("run", "--rm", "--network", "none", "busybox", "true") for _ in range(reps)]
+            rows = timing_rows((work / "d" / "palletd.log").read_text())
+        finally:
+            for n in d.close():
+                print(f"cleanup: {n}", file=sys.stderr)
+    rows = {k: v[skip.get(k, 0):] for k, v in rows.items()}
+    rows = {k: v for k, v in rows.items() if v}
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    total = statistics.median(totals)
+    inside = sum(ms for k, ms in med.items() if "/create " in k or "/wait " in k)
+    lines = [f"`pallet run --rm --network none busybox true`, median of {reps} runs ({warmup} warm-up), ms",
+             "", "| part | median ms |", "|---|---:|"]
+    lines += [f"| `{k}` | {ms:.1f} |" for k, ms in med.items()]
+    lines += [f"| outside the daemon: the whole command less create and wait | {total - inside:.1f} |",
+              f"| **the whole command** | **{total:.1f}** |"]
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common_args(ap, default_reps=20, quick_reps=10)
+    ap.add_argument("--breakdown", action="store_true",
+                    help="only the per-request breakdown of `pallet run --rm` (palletd -D timing lines)")
     a = ap.parse_args()
     reps, warmup = reps_of(a, 20, 10)
+    if a.breakdown:
+        print(breakdown(reps, warmup))
+        return 0
     sec = Section("engine", a.quick)
     missing = ensure_debs(PEERS, not a.no_install)
     with workspace("pe") as (work, parent):
@@ -130,7 +214,8 @@ def main() -> int:
         d_crun: Palletd | None = None
         try:
             d.cli("image", "bootstrap", "busybox")
-            engines: dict[str, PalletEngine | PodmanEngine] = {"pallet": PalletEngine(d, None)}
+            engines: dict[str, PalletEngine | DockerCliEngine | PodmanEngine] = {
+                "pallet": PalletEngine(d, None)}
             for rt in ("runc", "crun"):
                 if rt in missing:
                     sec.skip(f"palletd through {rt}", f"{rt} is not installed")
@@ -154,6 +239,13 @@ def main() -> int:
                     sec.notes.append(f"pallet+{rt}: a second palletd in a private mount namespace "
                                      "where /sys/fs/cgroup/unified is unmounted (crun 1.8.1 refuses "
                                      "hybrid cgroups); the same binaries and options otherwise")
+            docker = shutil.which("docker")
+            if docker is None:
+                sec.skip("docker-cli", "the docker CLI is not on PATH")
+            else:
+                engines["docker-cli"] = DockerCliEngine(d, docker)
+                sec.notes.append("docker-cli: the Go docker CLI against the same palletd as `pallet`; "
+                                 "pallet/docker-cli is what the Python CLI costs")
             if "podman" in missing or "runc" in missing:
                 sec.skip("podman", "podman or runc is not installed (apt-get install podman runc)")
             else:

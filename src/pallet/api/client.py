@@ -4,8 +4,10 @@ over TCP with TLS.
 Kept to the standard library so that `pallet ps` starts fast (DESIGN.md, STYLE.md §10): no
 aiohttp, no asyncio, and on the UNIX socket path not even `http.client` (it imports `email`,
 ~15 ms of start-up) or `ssl` (~5 ms): `_UnixConnection` writes the request line and headers
-itself and reads Content-Length, chunked (RFC 9112 §7.1) or close-delimited bodies. TCP and TLS
-hosts keep `http.client` and `ssl`, imported when first used.
+itself and reads Content-Length, chunked (RFC 9112 §7.1) or close-delimited bodies. Nor even
+`socket`: the C module `_socket` that it wraps has every call this path makes, and `socket.py`
+costs ~2 ms (it imports selectors); `_SocketReader` stands in for `socket.makefile`. TCP and TLS
+hosts keep `http.client` and `ssl` (and with them `socket`), imported when first used.
 
 Negotiates the API version like the docker CLI (client.NegotiateAPIVersion): ping once, then
 speak min(server's Api-Version, ours), never below 1.24's floor guesses. For a UNIX socket the
@@ -33,9 +35,10 @@ tells a restarted daemon apart.
 
 from __future__ import annotations
 
+import _socket
+import io
 import json
 import os
-import socket
 import struct
 import sys
 from collections.abc import Callable, Iterator
@@ -243,6 +246,23 @@ class _UnixResponse:
             self._fp = None
 
 
+class _SocketReader(io.RawIOBase):
+    """The raw side of a buffered reader on a `_socket.socket` (what `socket.makefile("rb")`
+    builds from `socket.SocketIO`). Closing it leaves the socket to its owner."""
+
+    def __init__(self, sock: _socket.socket) -> None:
+        self._sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        return self._sock.recv_into(buf)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+
 class _UnixConnection:
     """One HTTP/1.1 exchange on a UNIX socket, with `http.client.HTTPConnection`'s method names
     (connect, request, getresponse, close, sock, blocksize). No keep-alive: the client opens a
@@ -252,12 +272,12 @@ class _UnixConnection:
     def __init__(self, path: str, timeout: float | None) -> None:
         self._path = path
         self.timeout = timeout
-        self.sock: socket.socket | None = None
+        self.sock: _socket.socket | None = None
         self.blocksize = 8192
         self._method = "GET"
 
     def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
         sock.settimeout(self.timeout)
         try:
             sock.connect(self._path)
@@ -295,7 +315,7 @@ class _UnixConnection:
 
     def getresponse(self) -> _UnixResponse:
         assert self.sock is not None
-        fp = self.sock.makefile("rb")
+        fp = io.BufferedReader(_SocketReader(self.sock))
         try:
             return _UnixResponse(fp, self._method)
         except BaseException:
@@ -425,7 +445,7 @@ class Hijacked:
     bytes read with the answer's header first), `send` goes to the container's stdin,
     `close_write` ends stdin (a half-close, as the docker CLI's CloseWrite)."""
 
-    def __init__(self, sock: socket.socket, buffered: bytes = b"", *, chunked: bool = False,
+    def __init__(self, sock: _socket.socket, buffered: bytes = b"", *, chunked: bool = False,
                  content_type: str = "") -> None:
         self.sock = sock
         self._buffered = buffered
@@ -483,7 +503,7 @@ class Hijacked:
 
     def close_write(self) -> None:
         try:
-            self.sock.shutdown(socket.SHUT_WR)
+            self.sock.shutdown(_socket.SHUT_WR)
         except OSError:
             pass
 

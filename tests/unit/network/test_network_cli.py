@@ -42,3 +42,32 @@ def test_run_network_flags():
     assert req["HostConfig"]["DnsSearch"] == ["example.org"]
     assert req["HostConfig"]["PortBindings"] == {"80/tcp": [{"HostIp": "", "HostPort": "8000"}],
                                                  "81/tcp": [{"HostIp": "", "HostPort": "8001"}]}
+
+
+def test_run_mac_address_link_and_ipv6_publish_flags():
+    args = run.build_parser().parse_args(["--mac-address", "02:aa:bb:cc:dd:ee", "--link", "web:w",
+                                          "--link", "db", "-p", "[::1]:8080:80", "busybox"])
+    req = run.create_request(args)
+    assert req["MacAddress"] == "02:aa:bb:cc:dd:ee"  # API < 1.44 reads this one
+    assert req["NetworkingConfig"] == {"EndpointsConfig": {"default": {"MacAddress": "02:aa:bb:cc:dd:ee"}}}
+    assert req["HostConfig"]["Links"] == ["web:w", "db"]
+    assert req["HostConfig"]["PortBindings"] == {"80/tcp": [{"HostIp": "::1", "HostPort": "8080"}]}
+
+
+def test_ipv6_bindings_printed_as_docker(capsys):
+    from pallet.cli.commands import port, ps
+
+    assert ps.format_ports([{"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"},
+                            {"IP": "::", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"}]) \
+        == "0.0.0.0:8080->80/tcp, [::]:8080->80/tcp"
+
+    class Ctx:
+        def client(self):
+            return self
+
+        def get_json(self, path):
+            return {"NetworkSettings": {"Ports": {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"},
+                                                             {"HostIp": "::", "HostPort": "8080"}]}}}
+
+    assert port.main(Ctx(), ["web"]) == 0  # type: ignore[arg-type]
+    assert capsys.readouterr().out == "80/tcp -> 0.0.0.0:8080\n80/tcp -> [::]:8080\n"

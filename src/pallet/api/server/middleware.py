@@ -8,6 +8,7 @@ while the daemon keeps serving.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -17,6 +18,11 @@ from pallet.api.server.versions import negotiate
 from pallet.errors import PalletError
 
 log = logging.getLogger("pallet.api")
+# `palletd -D`: one line per request with its status and the time the daemon spent on it, from
+# the first middleware to the handler's return (for a hijacked or streamed answer, until the
+# stream ends). dockerd logs "Calling POST /v1.50/containers/create" at debug level; the time is
+# what `pallet run` latency work needs (docs/design/daemon.md "Where the time goes").
+timing_log = logging.getLogger("pallet.api.timing")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -27,6 +33,20 @@ _HTTP_MESSAGES = {404: "page not found", 405: "method not allowed"}
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not timing_log.isEnabledFor(logging.DEBUG):
+        return await _answer(request, handler)
+    start = time.perf_counter()
+    status = 500
+    try:
+        response = await _answer(request, handler)
+        status = response.status
+        return response
+    finally:
+        timing_log.debug("%s %s %d %.1f ms", request.method, request.path_qs, status,
+                         (time.perf_counter() - start) * 1000)
+
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except web.HTTPException as exc:

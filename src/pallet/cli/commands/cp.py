@@ -20,11 +20,14 @@ import os
 import sys
 import tarfile
 import threading
-from typing import TYPE_CHECKING, Any
 
+from pallet.cli.commands.container import HelpFormatter
 from pallet.errors import InvalidArgument, NotFound, PalletError
 
+TYPE_CHECKING = False  # typing costs ~3 ms of CLI start-up; mypy reads this name as typing's
 if TYPE_CHECKING:
+    from typing import Any
+
     from pallet.cli.main import Context
 
 GO_MODE_DIR = 1 << 31
@@ -192,7 +195,7 @@ def main(ctx: Context, argv: list[str], prog: str = "pallet cp") -> int:
     p = argparse.ArgumentParser(
         prog=prog, description="Copy files/folders between a container and the local filesystem",
         usage=f"{prog} [OPTIONS] CONTAINER:SRC_PATH DEST_PATH|-\n"
-              f"       {prog} [OPTIONS] SRC_PATH|- CONTAINER:DEST_PATH")
+              f"       {prog} [OPTIONS] SRC_PATH|- CONTAINER:DEST_PATH", formatter_class=HelpFormatter)
     p.add_argument("-a", "--archive", action="store_true", help="Archive mode (copy all uid/gid information)")
     p.add_argument("-L", "--follow-link", action="store_true", help="Accepted; not implemented")
     p.add_argument("-q", "--quiet", action="store_true", help="Suppress progress output")

@@ -7,10 +7,10 @@ import re
 import sys
 import time
 from datetime import UTC
-from typing import TYPE_CHECKING
 
 from pallet.errors import InvalidArgument, PalletError
 
+TYPE_CHECKING = False  # typing costs ~3 ms of CLI start-up; mypy reads this name as typing's
 if TYPE_CHECKING:
     from pallet.cli.main import Context
 

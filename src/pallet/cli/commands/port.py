@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
 
 from pallet.errors import PalletError
 
+TYPE_CHECKING = False  # typing costs ~3 ms of CLI start-up; mypy reads this name as typing's
 if TYPE_CHECKING:
     from pallet.cli.main import Context
 
@@ -33,9 +33,15 @@ def main(ctx: Context, argv: list[str], prog: str = "pallet port") -> int:
             print(f"Error: No public port '{key}' published for {args.container}", file=sys.stderr)
             return 1
         for b in bindings:
-            print(f"{b.get('HostIp') or '0.0.0.0'}:{b.get('HostPort')}")
+            print(_host_port(b))
         return 0
     for key in sorted(ports):
         for b in ports[key] or []:
-            print(f"{key} -> {b.get('HostIp') or '0.0.0.0'}:{b.get('HostPort')}")
+            print(f"{key} -> {_host_port(b)}")
     return 0
+
+
+def _host_port(b: dict[str, str]) -> str:
+    """0.0.0.0:8080, [::]:8080 (Go's net.JoinHostPort, as the docker CLI prints them)."""
+    ip = b.get("HostIp") or "0.0.0.0"
+    return f"[{ip}]:{b.get('HostPort')}" if ":" in ip else f"{ip}:{b.get('HostPort')}"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
 
 from pallet.errors import InvalidArgument
 
+TYPE_CHECKING = False  # typing costs ~3 ms of CLI start-up; mypy reads this name as typing's
 if TYPE_CHECKING:
     import argparse
+    from typing import Any
 
     from pallet.cli.main import Context
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING, Any
 
 from pallet.errors import PalletError
 
+TYPE_CHECKING = False  # typing costs ~3 ms of CLI start-up; mypy reads this name as typing's
 if TYPE_CHECKING:
+    from typing import Any
+
     from pallet.cli.main import Context
 
 _GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
@@ -59,7 +61,10 @@ def render(data: dict[str, Any]) -> str:
 
 
 def main(ctx: Context, argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="pallet version", description="Show the Pallet version information")
+    from pallet.cli.commands.container import HelpFormatter
+
+    p = argparse.ArgumentParser(prog="pallet version", description="Show the Pallet version information",
+                                formatter_class=HelpFormatter)
     p.add_argument("-f", "--format", help="Format the output using the given Go template ('{{json .}}')")
     args = p.parse_args(argv)
     data: dict[str, Any] = {"Client": client_section(), "Server": None}
