@@ -9,9 +9,10 @@ Figures, each for palletd (pallet-runtime) and podman (runc, a private store):
                          containers (the CLI processes are part of it, as for a user's script).
                          Repeated --starts times (default 3, 1 with --quick), engines alternating.
   memory per container   with N idle containers running, the PSS (/proc/PID/smaps_rollup) of the
-                         engine's per-container processes (pallet: the python monitors; podman:
-                         conmon) plus, for pallet, the growth of palletd's PSS, divided by N. The
-                         containers' own processes (sh, sleep) are the same for both and not counted.
+                         engine's per-container processes (pallet: conmon, or the python
+                         monitors with --monitor pallet; podman: conmon) plus, for pallet, the
+                         growth of palletd's PSS, divided by N. The containers' own processes
+                         (sh, sleep) are the same for both and not counted.
   daemon memory          palletd's PSS idle (busybox loaded) and with N containers running.
   ps latency             `ENGINE ps` (running) with N running, and `ENGINE ps -a` with --many
                          containers created and not started (full mode; --quick measures N only,
@@ -74,9 +75,11 @@ def start_concurrently(argvs: list[list[str]], env: dict[str, str], count_runnin
 
 
 def monitor_pss(work: Path) -> tuple[int, int]:
-    """(count, total PSS KiB) of pallet's per-container monitors of the daemon rooted at `work`."""
-    pids = [p for p in pids_with_arg("monitor") if _cmdline_has(p, str(work))]
-    return len(pids), sum(pss_kib(p) for p in pids)
+    """(count, total PSS KiB) of pallet's per-container monitors of the daemon rooted at `work`:
+    conmon (palletd's default) or the Python monitor (`--monitor pallet`)."""
+    cnt, kib = conmon_pss(work)
+    pids = [p for p in pids_with_arg("monitor") if _cmdline_has(p, str(work)) and _comm(p) != "conmon"]
+    return cnt + len(pids), kib + sum(pss_kib(p) for p in pids)
 
 
 def conmon_pss(work: Path) -> tuple[int, int]:

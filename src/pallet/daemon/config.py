@@ -64,6 +64,9 @@ class DaemonConfig:
     # dockerd's --ip-forward: set net.ipv4.ip_forward=1 once a container joins a non-internal
     # bridge network, so that its outbound NAT works (pallet.network.manager).
     ip_forward: bool = True
+    # The per-container monitor (pallet.engine.containers.MONITORS): "conmon", "pallet" (the
+    # Python one), or "" for conmon when it is installed.
+    monitor: str = ""
 
     @property
     def socket_default(self) -> str:
@@ -85,7 +88,7 @@ _TYPES: dict[str, type] = {
     "log-level": str, "debug": bool, "default-runtime": str, "runtimes": dict, "labels": list,
     "live-restore": bool, "cgroup-parent": str, "image-store-max-size": int, "image-store-min-free": int,
     "userns-default": str, "userns-base": int, "userns-size": int, "userns-count": int,
-    "insecure-registries": list, "ip-forward": bool,
+    "insecure-registries": list, "ip-forward": bool, "monitor": str,
 }
 assert {k.replace("-", "_") for k in _TYPES} == {f.name for f in fields(DaemonConfig)}
 
@@ -144,6 +147,8 @@ def validate(config: DaemonConfig) -> None:
                    count=config.userns_count)
     if config.log_level not in LOG_LEVELS:
         raise InvalidArgument(f"log-level {config.log_level!r}: want one of {', '.join(LOG_LEVELS)}")
+    if config.monitor not in ("", "conmon", "pallet"):
+        raise InvalidArgument(f"monitor {config.monitor!r}: want conmon or pallet")
     for name in ("data_root", "exec_root"):
         value = getattr(config, name)
         if not os.path.isabs(value):

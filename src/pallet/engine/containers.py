@@ -1,7 +1,8 @@
 """The container engine: the library palletd's container routes call.
 
 `Engine(data_root, exec_root)` creates containers from images (ImageService snapshots), starts
-each through a per-container monitor (pallet.engine.monitor) that runs the OCI runtime, and
+each through a per-container monitor that runs the OCI runtime (conmon, pallet.engine.conmon, by
+default; or the Python one, pallet.engine.monitor), and
 finds them again after a restart of the process that owns it (live restore).
 
 Methods are blocking and thread-safe; the API calls them through `asyncio.to_thread` (wait
@@ -13,16 +14,19 @@ On disk, version 1:
     <data-root>/containers/<id>/container.json   the record (atomic: temp + fsync + rename):
         {"version": 1, "id", "name", "created", "image", "image_ref", "config", "host_config",
          "runtime", "state": ContainerState.to_dict(), "restart_count", "monitor_pid",
-         "monitor_start", "init_start", "volumes": [{"Name", "Destination", "RW", "Anonymous"}]}
+         "monitor_start", "init_start", "volumes": [{"Name", "Destination", "RW", "Anonymous"}],
+         "monitor" ("conmon" or "pallet"; absent means "pallet")}
     <data-root>/volumes/                          named volumes (pallet.engine.volumes)
     <data-root>/containers/<id>/config.json      the OCI bundle's spec (written at each start)
     <data-root>/containers/<id>/rootfs/          the mount point of the container's snapshot
-    <data-root>/containers/<id>/<id>-json.log    the json-file log (pallet.engine.logs)
+    <data-root>/containers/<id>/<id>-json.log    the log: k8s-file lines from conmon, json-file
+                                                  lines from the Python monitor (pallet.engine.logs)
+    <data-root>/containers/<id>/{attach,ctl,winsz}  conmon's socket and FIFOs (pallet.engine.conmon)
     <data-root>/containers/<id>/{hostname,hosts,resolv.conf}
     <data-root>/containers/<id>/restart.json      the manual-stop flag (pallet.engine.restart)
     <data-root>/containers/<id>/health.json       State.Health (pallet.engine.health)
     <data-root>/events/events.jsonl{,.1}         the event log (pallet.engine.events)
-    <exec-root>/containers/<id>/                 the monitor's files (pallet.engine.monitor)
+    <exec-root>/containers/<id>/                 the monitor's files (engine/conmon.py, monitor.py)
     <exec-root>/runtime/<runtime-name>/          each runtime's --root
 """
 
@@ -45,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from pallet.engine import bundle as bundlemod
+from pallet.engine import conmon as conmonmod
 from pallet.engine import events as eventsmod
 from pallet.engine import sysinit
 from pallet.engine.health import HealthChecks
@@ -77,6 +82,7 @@ from pallet.units import human_duration
 RECORD_VERSION = 1
 DEFAULT_STOP_TIMEOUT = 10
 MONITOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "monitor.py")
+MONITORS = ("conmon", "pallet")
 
 
 def _now() -> str:
@@ -114,6 +120,7 @@ class Container:
     monitor_start: int = 0
     init_start: int = 0
     volumes: list[dict[str, Any]] = field(default_factory=list)  # volume_requests, names resolved
+    monitor: str = "pallet"  # which monitor the current run has: "conmon" or "pallet" (MONITORS)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     exits: int = 0  # how many exits were seen by this Engine (wait "next-exit")
     removed: bool = False
@@ -126,7 +133,8 @@ class Container:
                 "image": self.image, "image_ref": self.image_ref, "config": self.config,
                 "host_config": self.host_config, "runtime": self.runtime, "state": self.state.to_dict(),
                 "restart_count": self.restart_count, "monitor_pid": self.monitor_pid,
-                "monitor_start": self.monitor_start, "init_start": self.init_start, "volumes": self.volumes}
+                "monitor_start": self.monitor_start, "init_start": self.init_start, "volumes": self.volumes,
+                "monitor": self.monitor}
 
     @classmethod
     def from_record(cls, d: Mapping[str, Any]) -> Container:
@@ -137,7 +145,7 @@ class Container:
                    runtime=d["runtime"], state=ContainerState.from_dict(d["state"]),
                    restart_count=d.get("restart_count", 0), monitor_pid=d.get("monitor_pid", 0),
                    monitor_start=d.get("monitor_start", 0), init_start=d.get("init_start", 0),
-                   volumes=list(d.get("volumes") or []))
+                   volumes=list(d.get("volumes") or []), monitor=d.get("monitor", "pallet"))
 
 
 @dataclass(eq=False)
@@ -265,7 +273,7 @@ class Engine:
 
     def __init__(self, data_root: str | os.PathLike[str], exec_root: str | os.PathLike[str], *,
                  runtime: str = DEFAULT_RUNTIME, runtimes: Mapping[str, Sequence[str]] | None = None,
-                 cgroup_parent: str = "/pallet", images: Any = None) -> None:
+                 cgroup_parent: str = "/pallet", images: Any = None, monitor: str | None = None) -> None:
         from pallet.image.service import ImageService
 
         self.data_root, self.exec_root = os.path.abspath(data_root), os.path.abspath(exec_root)
@@ -273,6 +281,13 @@ class Engine:
         if runtime not in self.runtimes:
             raise InvalidArgument(f"unknown runtime {runtime!r} (have {', '.join(sorted(self.runtimes))})")
         self.default_runtime = runtime
+        if monitor is None:
+            monitor = "conmon" if conmonmod.available() else "pallet"
+        if monitor not in MONITORS:
+            raise InvalidArgument(f"unknown monitor {monitor!r} (have {', '.join(MONITORS)})")
+        if monitor == "conmon" and not conmonmod.available():
+            raise NotSupported("monitor 'conmon': conmon is not installed (apt-get install conmon)")
+        self.monitor = monitor
         self.cgroup_parent = "/" + cgroup_parent.strip("/")
         self.images = images if images is not None else ImageService(self.data_root)
         self._own_images = images is None
@@ -284,6 +299,8 @@ class Engine:
         self._execs: dict[str, ExecConfig] = {}
         # Volumes of containers being created (not in _containers yet): in use all the same.
         self._pending_volumes: dict[str, builtins.list[str]] = {}
+        # Attaches made before a start (conmon): socketpair ends bridged at the next start.
+        self._pending_attach: dict[str, builtins.list[socket.socket]] = {}
         self.volumes = VolumeStore(self.data_root, self._volume_users)
         self._watcher = _Watcher(self._on_monitor_exit)
         self.events = eventsmod.open_log(self.data_root)  # engine/events.py
@@ -435,7 +452,7 @@ class Engine:
             self._write_etc_files(c)
             self.networking.configure(cid, name, net_mode, net_endpoints, net_ports,
                                       list((c.config.get("ExposedPorts") or {}).keys()),
-                                      bool(hc.get("PublishAllPorts")))
+                                      bool(hc.get("PublishAllPorts")), hc.get("Links") or [])
             self.userns.on_create(c.id, hc, self._dir(cid), rt,
                                   [self.volumes.mountpoint(v["Name"]) for v in c.volumes])
             self.images.prepare_container_rootfs(cid, img)
@@ -520,7 +537,8 @@ class Engine:
             raise Conflict(f"cannot start container {c.id[:12]}: it is {c.state.status.value}")
         check_runtime(c.runtime, self.runtimes[c.runtime])
         rt = self._runtime(c)
-        rt.delete(c.id) if rt.state(c.id) is not None else None  # leftovers of a previous run
+        if rt.has_state(c.id) and rt.state(c.id) is not None:
+            rt.delete(c.id)  # leftovers of a previous run
         xdir = self._xdir(c.id)
         shutil.rmtree(xdir, ignore_errors=True)
         os.makedirs(xdir, mode=0o700)
@@ -590,6 +608,9 @@ class Engine:
         _write_json_atomic(os.path.join(d, "config.json"), spec)
 
     def _spawn_monitor(self, c: Container) -> dict[str, Any]:
+        c.monitor = self.monitor
+        if c.monitor == "conmon":
+            return self._spawn_conmon(c)
         ltype, max_size, max_files = bundlemod.log_options(c.host_config)
         xdir = self._xdir(c.id)
         cfg = {"id": c.id, "runtime": self.runtimes[c.runtime],
@@ -629,6 +650,36 @@ class Engine:
         out: dict[str, Any] = json.loads(data)
         return out
 
+    def _spawn_conmon(self, c: Container) -> dict[str, Any]:
+        """conmon runs the runtime's create; then the start is ours (engine/conmon.py)."""
+        ltype, max_size, max_files = bundlemod.log_options(c.host_config)
+        xdir, rt = self._xdir(c.id), self._runtime(c)
+        # conmon keeps one file (no rotation): the same total bound as json-file's max-size x max-file.
+        args = conmonmod.argv(
+            cid=c.id, runtime=self.runtimes[c.runtime], runtime_root=rt.root, bundle=self._dir(c.id),
+            exec_dir=xdir, log_path=self.log_path(c.id) if ltype == "json-file" else "",
+            log_max_size=max_size * max(1, max_files), tty=bool(c.config.get("Tty")),
+            open_stdin=bool(c.config.get("OpenStdin")), stdin_once=bool(c.config.get("StdinOnce")))
+        result = conmonmod.spawn(args, xdir, self._dir(c.id))
+        with self._guard:
+            pending = self._pending_attach.pop(c.id, [])
+        if "error" in result:
+            rt.delete(c.id)
+            for ours in pending:
+                ours.close()
+            return result
+        # Created, not started: attaches made before the start see all of its output.
+        for ours in pending:
+            with contextlib.suppress(OSError):
+                conmonmod.bridge(self._dir(c.id), bool(c.config.get("Tty")), ours)
+        try:
+            rt.run("start", c.id)
+        except PalletError as exc:
+            rt.delete(c.id)  # conmon sees its init go and exits
+            why = conmonmod.last_runtime_error(os.path.join(xdir, "runtime.log")) or str(exc)
+            return {"error": why}
+        return result
+
     # --- exits ---------------------------------------------------------------------------------------
     def _on_monitor_exit(self, cid: str) -> None:
         with self._guard:
@@ -649,12 +700,19 @@ class Engine:
         """The monitor is gone: record the exit, clean the runtime state and the mount."""
         xdir = self._xdir(c.id)
         code, finished, error = 255, _now(), ""
-        try:
-            with open(os.path.join(xdir, "exit.json")) as f:
-                ex = json.load(f)
-            code, finished, error = int(ex["exit_code"]), ex["finished_at"], ex.get("error", "")
-        except (OSError, ValueError, KeyError):
-            error = "the container's monitor died: exit code unknown"
+        if c.monitor == "conmon":
+            ex_ = conmonmod.read_exit(xdir, c.id)
+            if ex_ is not None:
+                code, finished = ex_[0], rfc3339nano(ex_[1])
+            else:
+                error = "the container's monitor died: exit code unknown"
+        else:
+            try:
+                with open(os.path.join(xdir, "exit.json")) as f:
+                    ex = json.load(f)
+                code, finished, error = int(ex["exit_code"]), ex["finished_at"], ex.get("error", "")
+            except (OSError, ValueError, KeyError):
+                error = "the container's monitor died: exit code unknown"
         c.state.oom_killed = _oom_killed(f"{self.cgroup_parent}/{c.id}")
         rt = self._runtime(c)
         rt.delete(c.id)  # kills what is left (the init of a died monitor) by its recorded pid
@@ -816,7 +874,9 @@ class Engine:
             self._remove_anonymous_volumes(c)
 
     def _remove_locked(self, c: Container) -> None:
-        self._runtime(c).delete(c.id)
+        rt = self._runtime(c)
+        if rt.has_state(c.id):  # the exit's cleanup deleted it already, unless that failed
+            rt.delete(c.id)
         rootfs = self._rootfs(c.id)
         with contextlib.suppress(NotFound):
             mounts = self.images.container_mounts(c.id)
@@ -830,6 +890,8 @@ class Engine:
         self.networking.forget(c.id)
         with self._guard:
             self._containers.pop(c.id, None)
+            for ours in self._pending_attach.pop(c.id, []):
+                ours.close()  # attaches waiting for a start that will not come end now
             if self._names.get(c.name) == c.id:
                 del self._names[c.name]
             for eid in [e for e, x in self._execs.items() if x.container_id == c.id]:
@@ -1043,14 +1105,35 @@ class Engine:
                                   "user": cfg.get("User", "")}}
 
     # --- observing ------------------------------------------------------------------------------------
-    def attach(self, ref: str) -> socket.socket:
+    @property
+    def attach_before_start(self) -> bool:
+        """Whether `attach(before_start=True)` works: with conmon, whose attach socket exists once
+        the runtime's create is done, before the engine starts the container."""
+        return self.monitor == "conmon"
+
+    def attach(self, ref: str, *, before_start: bool = False) -> socket.socket:
         """A connection to the container's monitor: output arrives (raw for a Tty container, else in
         Docker's multiplexed frames), what is sent goes to stdin (with OpenStdin). Output from before
-        the attach is in the logs."""
+        the attach is in the logs. `before_start` (see attach_before_start): a container that is
+        not running is attached at its next start, before its first output; the connection ends
+        when that run does (what `docker run` and `docker start -a` need)."""
         c = self.get(ref)
         with c.lock:
+            if not c.state.status.is_active and before_start and self.attach_before_start:
+                ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+                with self._guard:
+                    self._pending_attach.setdefault(c.id, []).append(ours)
+                self._event(c, "attach")
+                return theirs
             if not c.state.status.is_active:
                 raise Conflict(f"You cannot attach to a stopped container {c.id[:12]}, start it first")
+            if c.monitor == "conmon":
+                try:
+                    s = conmonmod.attach(self._dir(c.id), bool(c.config.get("Tty")))
+                except OSError as exc:
+                    raise Conflict(f"container {c.id[:12]}: attach: {exc}") from exc
+                self._event(c, "attach")
+                return s
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
             # Through the directory's fd: sun_path holds 108 bytes, the exec root may be deep.
             dfd = os.open(self._xdir(c.id), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -1072,6 +1155,9 @@ class Engine:
             if not c.state.status.is_active:
                 raise Conflict(f"Container {c.id} is not running")
             if height <= 0 or width <= 0 or not c.config.get("Tty"):
+                return
+            if c.monitor == "conmon":
+                conmonmod.resize(self._dir(c.id), height, width)
                 return
             try:
                 ctl = os.path.join(self._xdir(c.id), "ctl")

@@ -1,4 +1,5 @@
-"""Container logs in Docker's json-file format: the writer (used by the monitor) and the reader.
+"""Container logs in Docker's json-file format (the writer, used by the Python monitor) and the
+reader, which also reads conmon's k8s-file format (pallet.engine.conmon), line by line.
 
 Format, version 1 (Docker's daemon/logger/jsonfilelog): one JSON object per line,
 
@@ -12,6 +13,14 @@ Rotation (max-size / max-file): when writing an entry would take `<name>` past m
 files shift (`<name>.1` -> `<name>.2`, ..., `<name>` -> `<name>.1`) and the oldest beyond
 max-file goes. Pallet bounds logs by default (10 MiB x 3 files) where Docker's default is
 unbounded: a chatty container must not fill the data root, and the monitor's writes stay cheap.
+
+conmon's k8s-file format (containers/conmon src/ctr_logging.c), one line per record:
+
+    2024-05-01T10:00:00.123456789+00:00 stdout F hello
+
+the time in RFC 3339 with nanoseconds and the local offset, the stream, F for a full line (its
+newline taken off) or P for part of a line; conmon bounds the file by --log-size-max (it starts
+the file again, keeping no older ones).
 
 The writer runs inside the monitor, so this module imports only the standard library's
 smallest parts at import time; the reader's extra needs are imported where used.
@@ -150,11 +159,31 @@ def log_files(path: str, max_files: int = DEFAULT_MAX_FILES) -> list[str]:
 
 
 def _parse(line: bytes) -> tuple[str, bytes, str] | None:
+    """(stream, bytes, time) of one line of either format; None for a torn last line (the
+    monitor is writing it) or foreign content."""
+    if line[:1] != b"{":
+        return _parse_k8s(line)
     try:
         d = json.loads(line)
         return d["stream"], d["log"].encode(), d["time"]
     except (ValueError, KeyError, TypeError, AttributeError):
-        return None  # a torn last line (the monitor is writing it) or foreign content
+        return None
+
+
+def _parse_k8s(line: bytes) -> tuple[str, bytes, str] | None:
+    """conmon's k8s-file line: `TIME STREAM TAG CONTENT`, TAG F for a full line (its newline was
+    taken off) or P for a part of one (partial output: a prompt, or a long line cut)."""
+    parts = line.split(b" ", 3)
+    if len(parts) < 3 or parts[1] not in (b"stdout", b"stderr") or parts[2] not in (b"F", b"P"):
+        return None
+    content = parts[3] if len(parts) == 4 else b""
+    return parts[1].decode(), content + b"\n" if parts[2] == b"F" else content, parts[0].decode()
+
+
+def parse_line(line: bytes) -> tuple[str, bytes] | None:
+    """(stream, bytes) of one log line, json-file or k8s-file (for readers that follow a log)."""
+    rec = _parse(line)
+    return None if rec is None else (rec[0], rec[1])
 
 
 def read_logs(path: str, *, max_files: int = DEFAULT_MAX_FILES, follow: bool = False,
@@ -180,7 +209,10 @@ def read_logs(path: str, *, max_files: int = DEFAULT_MAX_FILES, follow: bool = F
         return (since_ns is None or t >= since_ns) and (until_ns is None or t <= until_ns)
 
     def render(rec: tuple[str, bytes, str]) -> LogRecord:
-        return rec[0], (rec[2].encode() + b" " + rec[1]) if timestamps else rec[1]
+        if not timestamps:
+            return rec[0], rec[1]
+        stamp = rec[2] if rec[2].endswith("Z") else rfc3339nano(parse_time(rec[2]))  # Docker's: UTC
+        return rec[0], stamp.encode() + b" " + rec[1]
 
     # The current file is opened first, so that a rotation while the older ones are read is seen.
     cur = open(path, "rb") if os.path.exists(path) else None  # noqa: SIM115 - closed below

@@ -25,6 +25,13 @@ def test_file_and_flags_merge(tmp_path):
     assert config.effective_pidfile == "/run/p/palletd.pid"
 
 
+def test_monitor_flag_and_file():
+    config, _ = load_config(["--monitor", "pallet"])
+    assert config is not None and config.monitor == "pallet"
+    config, _ = load_config([])
+    assert config is not None and config.monitor == ""  # conmon when installed (Engine decides)
+
+
 def test_default_socket_follows_exec_root():
     assert DaemonConfig(exec_root="/run/x").effective_hosts == ("unix:///run/x/pallet.sock",)
 
@@ -39,7 +46,7 @@ def test_same_setting_in_flag_and_file_is_an_error(tmp_path):
 @pytest.mark.parametrize(("content", "match"), [
     ("{", "not valid JSON"), ("[]", "JSON object"), ('{"data_root": "/x"}', "unknown directive"),
     ('{"tlsverify": "yes"}', "must be a boolean"), ('{"hosts": "unix:///x"}', "list of strings"),
-    ('{"log-level": "loud"}', "log-level")])
+    ('{"log-level": "loud"}', "log-level"), ('{"monitor": "runc"}', "want conmon or pallet")])
 def test_bad_config_files(tmp_path, content, match):
     cfg = tmp_path / "daemon.json"
     cfg.write_text(content)

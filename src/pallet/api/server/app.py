@@ -108,7 +108,8 @@ def create_app(host: HostInfo, counts: SystemCounts | None = None, *,
 
 
 def default_engine_factory(host: HostInfo, *, cgroup_parent: str = "/pallet",
-                           runtimes: dict[str, list[str]] | None = None) -> Callable[..., object]:
+                           runtimes: dict[str, list[str]] | None = None,
+                           monitor: str | None = None) -> Callable[..., object]:
     """Builds the daemon's Engine on `host`'s roots with its default runtime; palletd passes
     its --cgroup-parent and configured runtimes."""
 
@@ -116,6 +117,6 @@ def default_engine_factory(host: HostInfo, *, cgroup_parent: str = "/pallet",
         from pallet.engine.containers import Engine
 
         return Engine(host.data_root, host.exec_root, runtime=host.default_runtime, runtimes=runtimes,
-                      cgroup_parent=cgroup_parent, images=image_service)
+                      cgroup_parent=cgroup_parent, images=image_service, monitor=monitor)
 
     return build

@@ -11,14 +11,15 @@ Streams: logs are Docker's multiplexed frames for a non-Tty container and raw by
 (content types as dockerd: `application/vnd.docker.multiplexed-stream` / `...raw-stream`); attach
 hijacks the connection (streams.hijack: `101 UPGRADED` when asked).
 
-Attach before start (what `docker run` does: attach, wait, then start): the engine's attach
-connects to the container's monitor, which exists only while the container runs, and a short-lived
-container (`echo hi`) may be gone before a client could connect. So an attach to a container that
-is not running follows the container's json-file log instead (`_LogFollower`): the file is
+Attach before start (what `docker run` does: attach, wait, then start): with conmon as the monitor
+the engine holds the attach and connects it at the start, after the runtime's create and before its
+start (Engine.attach(before_start=True)), so it sees every byte and ends when the run does. With the
+Python monitor, which exists only while the container runs (a short-lived container, `echo hi`, may be
+gone before a client could connect), an attach to a container that
+is not running follows the container's log instead (`_LogFollower`): the file is
 created empty if needed and opened *before* the start (the monitor appends to it), so every byte
 of output reaches the client even when AutoRemove deletes the file right after the exit; stdin,
-when asked, goes through the monitor's attach socket once the container runs. This belongs in the
-engine (an attach that survives the start), reported in docs/design/engine.md "Left to do".
+when asked, goes through the monitor's attach socket once the container runs.
 
 Waiting: `POST /containers/{id}/wait` sends its 200 and headers at once and the body when the
 condition holds, as dockerd does (API >= 1.30): the docker CLI waits for those headers before it
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -52,6 +54,7 @@ from pallet.api.server.streams import (
     StreamWriter,
     hijack,
 )
+from pallet.engine.logs import parse_line
 from pallet.errors import InvalidArgument, NotFound, NotSupported, PalletError
 
 log = logging.getLogger("pallet.api.containers")
@@ -431,8 +434,9 @@ class _FrameFilter:
 
 
 class _LogFollower:
-    """Reads a container's json-file log from an open file: new records as they are written,
-    through a rotation (the path's inode changes), and after the file is unlinked (AutoRemove)."""
+    """Reads a container's log (json-file or conmon's k8s-file lines) from an open file: new
+    records as they are written, through a rotation (the path's inode changes), and after the
+    file is unlinked (AutoRemove)."""
 
     def __init__(self, path: str, *, from_start: bool) -> None:
         self.path = path
@@ -443,17 +447,12 @@ class _LogFollower:
         self.partial = b""
 
     def read(self) -> list[tuple[str, bytes]]:
-        out = []
+        out: list[tuple[str, bytes]] = []
         while True:
             data = self.partial + self.file.read()
             lines = data.split(b"\n")
             self.partial = lines.pop()
-            for line in lines:
-                try:
-                    rec = json.loads(line)
-                    out.append((rec["stream"], rec["log"].encode()))
-                except (ValueError, KeyError, TypeError, AttributeError):
-                    continue
+            out.extend(rec for rec in map(parse_line, lines) if rec is not None)
             try:
                 rotated = os.stat(self.path).st_ino != os.fstat(self.file.fileno()).st_ino
             except FileNotFoundError:
@@ -486,6 +485,9 @@ async def attach(request: web.Request) -> web.StreamResponse:
     follower: _LogFollower | None = None
     if stream and active:
         conn = await asyncio.to_thread(engine.attach, info["Id"])
+    elif stream and getattr(engine, "attach_before_start", False):
+        # The engine connects it at the next start, before the container's first output.
+        conn = await asyncio.to_thread(functools.partial(engine.attach, info["Id"], before_start=True))
     elif stream:
         if (info.get("HostConfig") or {}).get("LogConfig", {}).get("Type", "json-file") == "none":
             raise NotSupported("attach to a container that is not running needs its json-file log "
