@@ -44,7 +44,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from pallet.engine.logs import rfc3339nano
+from pallet.engine.logs import last_runtime_error, rfc3339nano
 
 CONMON = "conmon"
 SYNC_TIMEOUT = 120.0  # a create on a loaded machine with a big seccomp profile
@@ -104,16 +104,9 @@ def spawn(args: Sequence[str], exec_dir: str, bundle: str) -> dict[str, Any]:
         os.close(w)
         w = -1
         proc.wait(30)  # conmon's first process exits once it has forked
-        data = b""
-        deadline = time.monotonic() + SYNC_TIMEOUT
-        while b"\n" not in data:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([r], [], [], left)[0]:
-                return {"error": "conmon did not report the container's creation in time"}
-            chunk = os.read(r, 4096)
-            if not chunk:
-                break
-            data += chunk
+        data = read_pipe(r, SYNC_TIMEOUT, line=True)
+        if data is None:
+            return {"error": "conmon did not report the container's creation in time"}
     finally:
         os.close(r)
         if w >= 0:
@@ -137,27 +130,26 @@ def spawn(args: Sequence[str], exec_dir: str, bundle: str) -> dict[str, Any]:
     return {"monitor": monitor, "pid": pid, "started_at": rfc3339nano(time.time_ns())}
 
 
+def read_pipe(fd: int, timeout: float, *, line: bool = False) -> bytes | None:
+    """What a monitor reports on its sync pipe: until EOF, or until the first newline with
+    `line`; None when `timeout` seconds pass first."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while not (line and b"\n" in data):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def _env() -> dict[str, str]:
     keep = ("PATH", "LANG", "LC_ALL", "TZ", "XDG_RUNTIME_DIR", "PYTHONPATH", "NOTIFY_SOCKET")
     return {k: os.environ[k] for k in keep if k in os.environ} | {"PATH": os.environ.get(
         "PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")}
-
-
-def last_runtime_error(path: str) -> str:
-    """The message of the last error line of a runtime's --log (JSON lines, runc's format)."""
-    try:
-        with open(path, "rb") as f:
-            lines = f.read().decode("utf-8", "replace").splitlines()
-    except OSError:
-        return ""
-    for line in reversed(lines):
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and rec.get("level") in ("error", "fatal"):
-            return str(rec.get("msg", ""))
-    return ""
 
 
 def read_exit(exec_dir: str, cid: str) -> tuple[int, int] | None:

@@ -54,7 +54,7 @@ from pallet.engine import events as eventsmod
 from pallet.engine import sysinit
 from pallet.engine.health import HealthChecks
 from pallet.engine.health import validate as validate_healthcheck
-from pallet.engine.logs import read_logs, rfc3339nano
+from pallet.engine.logs import last_runtime_error, read_logs, rfc3339nano
 from pallet.engine.names import random_name, validate_name
 from pallet.engine.networking import EngineNetworking
 from pallet.engine.oom import OomWatcher
@@ -628,16 +628,9 @@ class Engine:
             os.close(w)
             w = -1
             proc.wait(30)  # the double fork's first process exits at once
-            data = b""
-            deadline = time.monotonic() + 120
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0 or not select.select([r], [], [], left)[0]:
-                    raise Unavailable(f"container {c.id[:12]}: the monitor did not report in time")
-                chunk = os.read(r, 65536)
-                if not chunk:
-                    break
-                data += chunk
+            data = conmonmod.read_pipe(r, conmonmod.SYNC_TIMEOUT)
+            if data is None:
+                raise Unavailable(f"container {c.id[:12]}: the monitor did not report in time")
         finally:
             os.close(r)
             if w >= 0:
@@ -676,7 +669,7 @@ class Engine:
             rt.run("start", c.id)
         except PalletError as exc:
             rt.delete(c.id)  # conmon sees its init go and exits
-            why = conmonmod.last_runtime_error(os.path.join(xdir, "runtime.log")) or str(exc)
+            why = last_runtime_error(os.path.join(xdir, "runtime.log")) or str(exc)
             return {"error": why}
         return result
 

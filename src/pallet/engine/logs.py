@@ -147,6 +147,23 @@ class JsonFileWriter:
 
 # --- reading ---------------------------------------------------------------------------------
 
+def last_runtime_error(path: str) -> str:
+    """The message of the last error line of a runtime's --log (JSON lines, runc's format)."""
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and rec.get("level") in ("error", "fatal"):
+            return str(rec.get("msg", ""))
+    return ""
+
+
 LogRecord = tuple[str, bytes]  # (stream, bytes as the client shows them)
 
 

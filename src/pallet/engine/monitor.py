@@ -52,7 +52,7 @@ if __name__ == "__main__" and __package__ in (None, ""):
     # Run by path with -S: make `pallet` importable from the tree this file lives in.
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pallet.engine.logs import JsonFileWriter, rfc3339nano
+from pallet.engine.logs import JsonFileWriter, last_runtime_error, rfc3339nano
 
 EXIT_VERSION = 1
 DRAIN_SECONDS = 2.0  # how long output is still read after the init exits (orphans may hold it)
@@ -75,22 +75,6 @@ def write_atomic(path: str, data: dict) -> None:
 def frame(stream: int, data: bytes) -> bytes:
     """Docker's multiplexed stream frame (api/stdcopy): [stream, 0, 0, 0, size32 BE] + data."""
     return bytes((stream, 0, 0, 0)) + len(data).to_bytes(4, "big") + data
-
-
-def last_runtime_error(path: str) -> str:
-    try:
-        with open(path, "rb") as f:
-            lines = f.read().decode("utf-8", "replace").splitlines()
-    except OSError:
-        return ""
-    for line in reversed(lines):
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and rec.get("level") in ("error", "fatal"):
-            return str(rec.get("msg", ""))
-    return ""
 
 
 class Monitor:
