@@ -12,13 +12,18 @@ Random data does not compress, so the gzip of a push costs its worst case.
   pull   pallet:  `pallet pull ...` into a palletd with an empty store (started untimed)
          skopeo:  `skopeo copy docker://... oci:EMPTYDIR` (blobs only: skopeo unpacks nothing)
          podman:  `podman pull` into an empty private store (unpacks, as pallet pull does)
+  fetch only (blobs into the content store, what skopeo's copy does; the skopeo column is the
+         same skopeo copy as the pull row's, measured in the same rounds)
+         pallet:  `python -m pallet.registry.client fetch --root EMPTYDIR ...` (a process of its
+                  own with an empty store, as skopeo is: Python's start-up is in the time)
 
 Every push goes to a registry started empty for it (untimed), so no client can skip a blob the
-server already has; each pull reads what the push before it stored. Servers: `pallet registry
-serve` and `docker-registry`, both on 127.0.0.1 with a temporary root. In full mode, pull time
-against image size (single layer, --sizes-mb) is plotted. Skips with the reason when this pallet
-lacks `push`, `pull` or `registry serve`. Target (issue 8): pull and push at least as fast as
-skopeo (pallet/skopeo time <= 1.0).
+server already has; each pull reads what the push before it stored: gzip layers for skopeo (its
+push compresses; random data does not shrink), Pallet's uncompressed layers for pallet (about the
+same bytes). Servers: `pallet registry serve` and `docker-registry`, both on 127.0.0.1 with a
+temporary root. In full mode, pull time against image size (single layer, --sizes-mb) is plotted.
+Skips with the reason when this pallet lacks `push`, `pull` or `registry serve`. Target (issue 8):
+pull and push at least as fast as skopeo (pallet/skopeo time <= 1.0).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import (
+    VENV_BIN,
     BenchError,
     Palletd,
     Podman,
@@ -185,11 +191,14 @@ def main() -> int:
                 clients.append("podman")
             n = 0
 
-            def one(client: str, server: str, archive: Path, src_ref: str) -> tuple[float | None, float]:
-                """(push ms, pull ms) of one image by `client` through a fresh `server`; podman
-                only pulls (push ms None), what skopeo pushed untimed."""
+            def one(client: str, server: str, archive: Path, src_ref: str,
+                    with_fetch: bool = True) -> tuple[float | None, float, float | None]:
+                """(push ms, pull ms, fetch-only ms) of one image by `client` through a fresh
+                `server`; podman only pulls (push ms None), what skopeo pushed untimed; only
+                pallet has a fetch-only figure (skopeo's copy is one)."""
                 nonlocal n
                 n += 1
+                fetch: float | None = None
                 with servers[server](work / f"reg{n}") as addr:
                     ref = f"{addr}/bench/img:{n}"
                     if client == "pallet":
@@ -202,6 +211,16 @@ def main() -> int:
                         finally:
                             puller.close()
                             shutil.rmtree(work / f"pull{n}", ignore_errors=True)
+                        if with_fetch:
+                            fetch_root = work / f"fetch{n}"
+                            try:
+                                fetch = timed_ms([str(VENV_BIN / "python"), "-m", "pallet.registry.client",
+                                                  "fetch", "--root", str(fetch_root), ref], env=d.env,
+                                                 timeout=900)
+                            except BenchError as exc:
+                                sec.notes.append(f"FAILED: pallet fetch via {server}: {reason(exc)}")
+                            finally:
+                                shutil.rmtree(fetch_root, ignore_errors=True)
                     elif client == "podman":
                         push = None
                         run(["skopeo", "copy", "-q", "--dest-tls-verify=false", f"docker-archive:{archive}",
@@ -220,7 +239,7 @@ def main() -> int:
                                          f"docker://{ref}", f"oci:{dest}:x"], timeout=900)
                         shutil.rmtree(dest, ignore_errors=True)
                 shutil.rmtree(work / f"reg{n}", ignore_errors=True)
-                return push, pull
+                return push, pull, fetch
 
             for title, (archive, src_ref) in archives.items():
                 for server in servers:
@@ -229,11 +248,12 @@ def main() -> int:
                         continue
                     push: dict[str, list[float]] = {c: [] for c in clients}
                     pull: dict[str, list[float]] = {c: [] for c in clients}
+                    fetched: list[float] = []
                     print(f"  {title} via {server}: {reps} rounds", flush=True)
                     for _ in range(reps):
                         for c in clients:
                             try:
-                                p, q = one(c, server, archive, src_ref)
+                                p, q, f = one(c, server, archive, src_ref)
                             except BenchError as exc:
                                 sec.notes.append(f"FAILED: {c} push/pull {title} via {server}: "
                                                  f"{reason(exc)}")
@@ -241,6 +261,8 @@ def main() -> int:
                             if p is not None:
                                 push[c].append(p)
                             pull[c].append(q)
+                            if f is not None:
+                                fetched.append(f)
                     for verb, vals in (("push", push), ("pull", pull)):
                         vals = {k: v for k, v in vals.items() if v}
                         if not vals:
@@ -248,6 +270,11 @@ def main() -> int:
                             continue
                         target = ("skopeo", "<=", 1.0) if "skopeo" in vals else None
                         sec.add(make_row(f"{verb}, {title}, {server}", "ms", vals, target=target))
+                    if fetched and pull.get("skopeo"):
+                        # The transfer alone, like for like with skopeo's copy to an OCI layout.
+                        sec.add(make_row(f"fetch only (blobs, no unpack), {title}, {server}", "ms",
+                                         {"pallet": fetched, "skopeo": pull["skopeo"]},
+                                         target=("skopeo", "<=", 1.0)))
             if a.quick:
                 sec.skip("pull time against image size", "full mode only")
             else:
@@ -258,7 +285,7 @@ def main() -> int:
                     arch = random_layer_archive(work / f"size{mb}.tar", base, [mb], ref)
                     d.cli("load", "-i", str(arch), timeout=600)
                     for c in clients:
-                        times = [one(c, "pallet registry", arch, ref)[1] for _ in range(3)]
+                        times = [one(c, "pallet registry", arch, ref, with_fetch=False)[1] for _ in range(3)]
                         series[c][0].append(mb)
                         series[c][1].append(sorted(times)[1])
                     d.cli("rmi", ref)

@@ -18,7 +18,10 @@ so skopeo (`oci:<dir>:<tag>`) and umoci read it as is:
                             for an anonymous one
 
 A blob becomes visible only by rename(2) from `ingest/<key>/data` after its digest and size were
-verified and the file fsynced, and the directory is fsynced after the rename. A kill -9 at any
+verified and the file fsynced, and the directory is fsynced after the rename (or, for writers
+made with `sync_dir=False`, once for many blobs by `sync_blobs()`, which their caller runs
+before it records anything that names them: the rename is atomic against a kill -9 either way,
+and only a power loss can undo a rename not yet synced, taking the blob back to "absent"). A kill -9 at any
 moment leaves at most an ingest directory behind (collected by `clean_ingests`), never a
 partial blob (STYLE.md §7; containerd content/local, umoci oci/cas/dir do the same). Every digest
 is validated (`pallet.oci.digest.Digest`) before a path is built from it.
@@ -62,21 +65,25 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never a mix."""
+def atomic_write(path: Path, data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never a mix.
+    `durable=False` skips the fsyncs: still all-or-nothing against a kill -9 (the page cache
+    outlives the process), but a power loss may leave the old file, or an empty one."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 @dataclass(frozen=True)
@@ -187,8 +194,9 @@ class _Writer:
     """A ContentWriter backed by `ingest/<key>/data` (see the module docstring)."""
 
     def __init__(self, store: ContentStore, key: str, ref: str | None,
-                 expected: Descriptor | None, media_type: str) -> None:
+                 expected: Descriptor | None, media_type: str, sync_dir: bool = True) -> None:
         self._store = store
+        self._sync_dir = sync_dir
         self.key = key
         self.ref = ref
         self.dir = store.path / "ingest" / key
@@ -260,7 +268,9 @@ class _Writer:
         if old is None or old.digest != self.expected.digest or old.size != self.expected.size:
             with contextlib.suppress(FileNotFoundError):
                 os.truncate(self.dir / "data", 0)
-            atomic_write(path, canonical_json(self.expected.to_json()))
+            # Not fsynced: after a power loss an `expected` that is missing, empty or old only
+            # makes the next writer truncate `data` and start over, which is always safe.
+            atomic_write(path, canonical_json(self.expected.to_json()), durable=False)
 
     @property
     def offset(self) -> int:
@@ -298,7 +308,8 @@ class _Writer:
             target.parent.mkdir(parents=True, exist_ok=True)
             # rename(2) over an existing blob is harmless: same name, same verified bytes.
             os.rename(self.dir / "data", target)
-            _fsync_dir(target.parent)
+            if self._sync_dir:
+                _fsync_dir(target.parent)
         except BaseException:
             self._discard()
             raise
@@ -332,8 +343,18 @@ class _Writer:
             with contextlib.suppress(OSError):
                 self._f.close()
             self._f = None
-        # Remove while still holding the lock, so a waiting writer finds no stale bytes.
-        shutil.rmtree(self.dir, ignore_errors=True)
+        # Remove while still holding the lock, so a waiting writer finds no stale bytes. The
+        # names are known: unlink them and rmdir (a directory walk costs more than the blob's
+        # own write on small blobs); anything unexpected falls back to rmtree.
+        try:
+            for name in ("data", "ref", "expected", "lock"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.dir / name)
+            os.rmdir(self.dir)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            shutil.rmtree(self.dir, ignore_errors=True)
         self._release()
         self._done = True
 
@@ -407,14 +428,25 @@ class ContentStore:
     # --- writes ------------------------------------------------------------------------------
 
     def writer(self, expected: Descriptor | None = None, *, ref: str | None = None,
-               media_type: str = mt.OCTET_STREAM) -> _Writer:
-        """A writer for one blob; with `ref`, a resumable one (see `resume`)."""
+               media_type: str = mt.OCTET_STREAM, sync_dir: bool = True) -> _Writer:
+        """A writer for one blob; with `ref`, a resumable one (see `resume`). `sync_dir=False`:
+        the commit does not fsync the blob's directory after the rename; the caller makes the
+        names durable with one `sync_blobs()` before anything durable refers to them (a pull
+        does, before the image record)."""
         if ref is None:
-            return _Writer(self, f"tmp-{secrets.token_hex(16)}", None, expected, media_type)
+            return _Writer(self, f"tmp-{secrets.token_hex(16)}", None, expected, media_type, sync_dir)
         if not isinstance(ref, str) or not ref or len(ref) > _MAX_REF or "\0" in ref:
             raise InvalidArgument(f"invalid ingest ref {str(ref)[:100]!r}")
         key = hashlib.sha256(ref.encode()).hexdigest()
-        return _Writer(self, key, ref, expected, media_type)
+        return _Writer(self, key, ref, expected, media_type, sync_dir)
+
+    def sync_blobs(self) -> None:
+        """fsync every `blobs/<alg>/` directory: the renames of writers made with
+        `sync_dir=False` become durable (one fsync per algorithm instead of one per blob)."""
+        for alg in ALGORITHMS:
+            path = self.path / "blobs" / alg
+            if path.is_dir():
+                _fsync_dir(path)
 
     def resume(self, ref: str, expected: Descriptor | None = None) -> tuple[int, _Writer]:
         """Reopen (or start) the resumable write named `ref`; returns (offset, writer).

@@ -382,6 +382,12 @@ class GarbageCollector:
             removed_blobs.append(digest)
             freed += size
         ingests = self._clean_ingests(ingest_max_age)
+        if self.snapshotter is not None:
+            # Directories no snapshot owns: a staged layer or a `new-*` of a crashed pull or
+            # prepare, an `rm-*` a crash left half deleted (the Snapshotter contract: "run it
+            # from gc"). A directory still being filled is locked by its maker and kept.
+            with contextlib.suppress(OSError, PalletError):
+                self.snapshotter.cleanup()
         return GcResult(tuple(removed_blobs), tuple(removed_snapshots), freed, ingests, expired)
 
     def _clean_ingests(self, max_age: float) -> int:

@@ -30,7 +30,7 @@ import json
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -439,6 +439,19 @@ class MetadataStore:
                 raise NotFound(f"no such lease: {lease_id}")
             conn.execute("INSERT OR IGNORE INTO lease_resources (lease_id, kind, key) VALUES (?, ?, ?)",
                          (lease_id, kind, key))
+
+    def add_lease_resources(self, lease_id: str, items: Iterable[tuple[str, str]]) -> None:
+        """`add_lease_resource` for many (kind, key) pairs in one transaction."""
+        rows: list[tuple[str, str, str]] = []
+        for kind, key in items:
+            if kind not in LEASE_RESOURCE_KINDS:
+                raise InvalidArgument(f"lease resource kind {kind!r}: expected one of {LEASE_RESOURCE_KINDS}")
+            rows.append((lease_id, kind, str(Digest(key)) if kind == "content" else key))
+        with self._tx() as conn:
+            if conn.execute("SELECT 1 FROM leases WHERE id = ?", (lease_id,)).fetchone() is None:
+                raise NotFound(f"no such lease: {lease_id}")
+            conn.executemany("INSERT OR IGNORE INTO lease_resources (lease_id, kind, key) VALUES (?, ?, ?)",
+                             rows)
 
     def remove_lease_resource(self, lease_id: str, kind: str, key: str) -> None:
         with self._tx() as conn:

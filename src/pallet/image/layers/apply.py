@@ -32,7 +32,7 @@ import logging
 import os
 import stat
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,9 +102,9 @@ class _HashingReader:
     and `budget` bounds what one header may consume.
     """
 
-    def __init__(self, raw: Reader, max_size: int) -> None:
+    def __init__(self, raw: Reader, max_size: int, hash: bool = True) -> None:
         self.raw = raw
-        self.h = hashlib.sha256()
+        self.h = hashlib.sha256() if hash else None
         self.count = 0          # pulled from raw
         self.pos = 0            # served to the caller
         self.buf = b""
@@ -116,7 +116,8 @@ class _HashingReader:
         data = self.raw.read(CHUNK)
         if not data:
             return False
-        self.h.update(data)
+        if self.h is not None:
+            self.h.update(data)
         self.count += len(data)
         if self.count > self.max_size:
             raise InvalidArgument(f"layer is larger than the limit of {self.max_size} bytes")
@@ -217,11 +218,11 @@ def _ns(t: float) -> int:
 
 class _Applier:
     def __init__(self, target_dir: str, overlay: bool, limits: Limits,
-                 lower_dirs: Sequence[str]) -> None:
+                 lower_dirs: Sequence[str] | Callable[[], Sequence[str]]) -> None:
         self.root = SafeRoot(target_dir)
         self.overlay = overlay
         self.limits = limits
-        self.lower_dirs = list(lower_dirs)
+        self._lowers = lower_dirs
         self.is_root = os.geteuid() == 0
         self.created: set[str] = set()      # paths this layer wrote (resolved)
         self.prefixes: set[str] = set()     # their ancestors
@@ -232,6 +233,13 @@ class _Applier:
 
     def close(self) -> None:
         self.root.close()
+
+    def lower_dirs(self) -> list[str]:
+        """The lower dirs, asked for only when a hardlink needs a copy-up (a layer unpacked in
+        parallel with its parents waits there until they are in place)."""
+        if callable(self._lowers):
+            self._lowers = list(self._lowers())
+        return list(self._lowers)
 
     def warn(self, msg: str) -> None:
         if msg not in self.warnings:
@@ -431,9 +439,12 @@ class _Applier:
         file (and its parents' attributes) into the upper dir so the link has something to
         point at. Returns the parent fd in the target."""
         missing = InvalidArgument(f"hardlink target {unsafe_link!r} does not exist in the layer")
-        if not self.overlay or not self.lower_dirs:
+        if not self.overlay:
             raise missing
-        for lower in self.lower_dirs:
+        lower_dirs = self.lower_dirs()
+        if not lower_dirs:
+            raise missing
+        for lower in lower_dirs:
             with SafeRoot(lower) as lroot:
                 try:
                     sfd, _ = lroot.open_dir(lparts[:-1])
@@ -615,19 +626,24 @@ class _Applier:
 
 
 def apply_layer(stream: Reader, target_dir: str, *, overlay_whiteouts: bool,
-                limits: Limits = DEFAULT_LIMITS, lower_dirs: Sequence[str] = (),
-                syscalls: object | None = None) -> ApplyResult:
+                limits: Limits = DEFAULT_LIMITS,
+                lower_dirs: Sequence[str] | Callable[[], Sequence[str]] = (),
+                syscalls: object | None = None, verified_diff_id: str | None = None) -> ApplyResult:
     """Extract the uncompressed layer tar `stream` into `target_dir`.
 
     `lower_dirs` (overlay mode only, topmost first) lets a hardlink to a file of a parent layer
-    be satisfied by copying that file up, as overlayfs itself would. `syscalls` is accepted for
+    be satisfied by copying that file up, as overlayfs itself would; it may be a callable,
+    called only when such a hardlink comes (so the parents can still be unpacking meanwhile).
+    `verified_diff_id`: the caller verifies these exact bytes against that digest itself (an
+    uncompressed layer whose blob digest is its diff_id, checked by the content store), so the
+    stream is not hashed a second time and the result reports it. `syscalls` is accepted for
     the kernel-door seam (STYLE.md §2); every call made here has a stdlib `os` form, so nothing
     goes through it today. Not atomic: on any exception the target is half-written and the
     caller discards the snapshot. Raises InvalidArgument for a malformed or hostile tar or a
     limit exceeded, NotSupported when overlay whiteouts cannot be created.
     """
     del syscalls
-    reader = _HashingReader(stream, limits.max_size)
+    reader = _HashingReader(stream, limits.max_size, hash=verified_diff_id is None)
     applier = _Applier(target_dir, overlay_whiteouts, limits, lower_dirs)
     entries = 0
     try:
@@ -660,7 +676,12 @@ def apply_layer(stream: Reader, target_dir: str, *, overlay_whiteouts: bool,
         reader.drain()
     finally:
         applier.close()
-    return ApplyResult(size=applier.size, diff_id=f"sha256:{reader.h.hexdigest()}",
+    if verified_diff_id is not None:
+        diff_id = verified_diff_id
+    else:
+        assert reader.h is not None
+        diff_id = f"sha256:{reader.h.hexdigest()}"
+    return ApplyResult(size=applier.size, diff_id=diff_id,
                        tar_size=reader.count, entries=entries, warnings=tuple(applier.warnings))
 
 

@@ -36,6 +36,20 @@ the directory to <id>, fsync snapshots/, COMMIT. Remove: delete the row and COMM
 <id> to `rm-*` and delete it. A kill at any point leaves either no row (and maybe `new-*`, or
 an <id> dir no row names) or a row with its directory; `cleanup` deletes the directories no row
 names, skipping `new-*` dirs whose maker still holds the lock.
+
+Staged layers (overlay only; `stage` and `commit_staged`, what a pull uses to unpack layers in
+parallel). `stage` hands out a `new-*` directory (flock held) whose `fs/` the caller fills
+while the parent layer may still be unpacking elsewhere; `commit_staged` then makes it a
+committed snapshot in one transaction: insert the committed row (with its usage), rename the
+directory to <id>, fsync snapshots/, COMMIT. That is the make protocol above with the row born
+committed, so the same argument holds: before COMMIT a kill leaves a `new-*` dir (removed by
+`cleanup` once its lock died with the process) or an <id> dir no row names; after it, a
+complete committed snapshot. An overlay layer dir does not depend on its parent's content
+(whiteouts are recorded as device nodes, not applied), which is why it can be filled before
+the parent exists; its root directory takes the parent's owner and mode at commit, as
+`prepare` gives it.
+`commit_staged_many` commits a stack of staged layers (each on the one before) in one
+transaction and one fsync of snapshots/: all of the stack or none of it, as one layer.
 """
 
 from __future__ import annotations
@@ -48,13 +62,13 @@ import shutil
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar, Self
 
-from pallet.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from pallet.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, NotSupported
 from pallet.image.snapshots import Info, Kind, Usage
 from pallet.oci.mount import Mount
 
@@ -80,6 +94,16 @@ Checkpoint = Callable[[str], None]
 
 def _no_checkpoint(point: str) -> None:
     return None
+
+
+@dataclass
+class Staged:
+    """A staging directory from `DirSnapshotter.stage`: fill `fs`, then commit or discard it.
+    `lock_fd` holds the flock that keeps `cleanup` away; -1 once committed or discarded."""
+
+    path: Path
+    fs: Path
+    lock_fd: int
 
 
 @dataclass(frozen=True)
@@ -401,6 +425,106 @@ class DirSnapshotter:
     def upper_dir(self, key: str) -> Path:
         row = self._get(key)
         return self._content_dir(row, self._db.chain(row.id)[1:])
+
+    def chain_dirs(self, name: str) -> list[Path]:
+        """The content dirs of committed snapshot `name` and its ancestors, nearest first (the
+        lower dirs of a layer applied on top of `name`), in one metadata read."""
+        row = self._get(name)
+        chain = self._db.chain(row.id)
+        return [self._content_dir(r, chain[i + 1:]) for i, r in enumerate(chain)]
+
+    def stage(self) -> Staged:
+        """A fresh staging directory (`new-*`, our flock on it) whose `fs` the caller fills and
+        then hands to `commit_staged` or `discard_staged` (see the module docstring)."""
+        if self.driver != "overlay":
+            raise NotSupported(f"the {self.driver} snapshotter cannot commit a staged layer: its "
+                               "snapshots hold whole trees, not layers")
+        path, lock_fd = self._make_staging()
+        try:
+            self.checkpoint("stage:staging")
+            (path / "fs").mkdir(mode=0o755)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                _rmtree(self._rename_aside(path))
+            os.close(lock_fd)
+            raise
+        return Staged(path, path / "fs", lock_fd)
+
+    def discard_staged(self, staged: Staged) -> None:
+        """Remove a staged directory that was not committed (idempotent)."""
+        if staged.lock_fd < 0:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            _rmtree(self._rename_aside(staged.path))
+        os.close(staged.lock_fd)
+        staged.lock_fd = -1
+
+    def commit_staged(self, name: str, parent: str | None, staged: Staged,
+                      labels: Mapping[str, str] | None = None) -> None:
+        """Make the filled `staged.fs` the committed snapshot `name` on top of committed
+        `parent`, in one transaction (module docstring). Raises AlreadyExists when `name` is
+        taken (the staged dir stays, for the caller to discard), NotFound when `parent` went."""
+        self.commit_staged_many([(name, parent, staged, labels)])
+
+    def commit_staged_many(self, items: Sequence[tuple[str, str | None, Staged, Mapping[str, str] | None]],
+                           *, skip_existing: bool = False) -> list[str]:
+        """`commit_staged` for a stack of layers in one transaction and one directory fsync:
+        (name, parent, staged, labels) bottom up, each parent committed already or named earlier
+        in `items`. A taken name raises AlreadyExists (nothing is committed), or with
+        `skip_existing` is left out (its staged dir stays for the caller to discard) and the
+        ones above it go on top of the existing snapshot. Returns the names committed."""
+        checked = []
+        for name, _parent, staged, labels in items:
+            _check_name("name", name)
+            if staged.lock_fd < 0:
+                raise InvalidArgument(f"staged directory {staged.path} was committed or discarded")
+            checked.append(_check_labels(labels))
+        usages = [disk_usage(staged.fs) for _, _, staged, _ in items]
+        done: list[tuple[str, Staged]] = []
+        moved: list[Path] = []
+        try:
+            with self._db.write():
+                for (name, parent, staged, _), labels, usage in zip(items, checked, usages, strict=True):
+                    if self._db.get(name) is not None:
+                        if skip_existing:
+                            continue
+                        raise AlreadyExists(f"snapshot {name!r} already exists")
+                    # Read in this transaction: a parent inserted just before is visible.
+                    chain = self._parent_chain(parent)
+                    self._check_depth(len(chain))
+                    if chain:
+                        # An overlay layer's root takes the parent's attributes, as `prepare` gives it.
+                        st = os.stat(self.fs_dir(chain[0].id))
+                        os.chown(staged.fs, st.st_uid, st.st_gid)
+                        os.chmod(staged.fs, st.st_mode & 0o7777)
+                    now = _now()
+                    row = self._db.insert(name, Kind.COMMITTED, chain[0].id if chain else None, labels, now)
+                    self._db.mark_committed(row.id, name, labels, usage, now)
+                    self.checkpoint("stage:inserted")
+                    final = self.snapshot_dir(row.id)
+                    if os.path.lexists(final):
+                        _rmtree(self._rename_aside(final))  # see _create: a rolled-back id handed out again
+                    os.rename(staged.path, final)
+                    moved.append(final)
+                    done.append((name, staged))
+                if moved:
+                    fsync_dir(self.snapshots_dir)
+                self.checkpoint("stage:renamed")
+        except BaseException:
+            # Rolled back: the directories renamed into place belong to no row; take them away
+            # now rather than leave them to `cleanup`.
+            for path in moved:
+                with contextlib.suppress(OSError):
+                    _rmtree(self._rename_aside(path))
+            for _, staged in done:
+                os.close(staged.lock_fd)
+                staged.lock_fd = -1
+            raise
+        for _, staged in done:
+            os.close(staged.lock_fd)
+            staged.lock_fd = -1
+        self.checkpoint("stage:committed")
+        return [name for name, _ in done]
 
     def cleanup(self) -> list[str]:
         removed: list[str] = []

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from pallet.errors import NotFound
+from pallet.oci.descriptor import Descriptor
 from pallet.oci.reference import Reference, parse_normalized
 from pallet.registry.client.auth import AuthConfig
 from pallet.registry.client.progress import Progress, ProgressFn
@@ -82,6 +83,34 @@ class RegistryClient:
             if not tags:
                 raise NotFound(f"An image does not exist locally with the tag: {ref.familiar_name()}")
             return [pusher.push(ref.with_tag(t)) for t in tags]
+        finally:
+            session.close()
+
+    def fetch(self, image: str, *, auth: AuthConfig | None = None,
+              progress: ProgressFn | None = None) -> tuple[Descriptor, PullResult]:
+        """The blobs of `image` into the content store, unpacking nothing (Puller.fetch)."""
+        ref = parse_normalized(image)
+        session = self.session(ref.domain, auth)
+        try:
+            return Puller(self.images, session, progress=progress,
+                          max_concurrent=self.max_downloads).fetch(ref)
+        finally:
+            session.close()
+
+    def referrers(self, image: str, *, artifact_type: str | None = None,
+                  auth: AuthConfig | None = None) -> list[Descriptor]:
+        """The referrers of `image` (`repo@digest`, or a tag, resolved to its digest first):
+        every page of the registry's referrers API, or its referrers tag (Puller.referrers)."""
+        ref = parse_normalized(image, default_tag=False)
+        session = self.session(ref.domain, auth)
+        try:
+            puller = Puller(self.images, session)
+            if ref.digest is not None:
+                subject = str(ref.digest)
+            else:
+                _, _, top = puller.fetch_manifest(ref, ref.tag or "latest")
+                subject = str(top)
+            return puller.referrers(ref, subject, artifact_type)
         finally:
             session.close()
 

@@ -16,10 +16,36 @@ The steps (distribution spec "Pulling manifests", "Pulling blobs"):
    (`Range: bytes=<offset>-`, distribution spec "Range requests"; a 200 instead of 206
    restarts the blob). A dropped connection is retried the same way a few times in-process.
    Every blob is verified against its digest and size before it becomes visible.
-5. Layer i is unpacked as soon as it and the layers below it are in, while the layers above
-   still download (download, decompress and apply overlap across layers).
-6. The image record and its names (the tag, and `repo@digest`) are written in one metadata
-   transaction; the content is held by a gc lease until then.
+5. Each layer is unpacked while it downloads, by an unpack worker (`max_concurrent` of them)
+   that follows the growing ingest file. With the overlay snapshotter the layers are unpacked
+   in parallel, out of order, each into a staging directory of the snapshotter
+   (ImageService.stage_layer): an overlay layer needs nothing of its parent (whiteouts are
+   recorded as device nodes, not applied), except a hardlink to a lower layer's file, whose
+   copy-up waits until the layers below are committed. This thread commits the staged layers
+   bottom up once their blobs are verified: the next one, waited for, with every layer above it
+   that is staged and verified already, in one snapshot transaction (commit_staged_many). A
+   layer downloaded before its unpacker started is read from the blob our writer just verified,
+   without hashing it again. With the copying snapshotter, whose snapshots are whole trees,
+   layer i is unpacked once layer i-1 is committed, while the layers above still download.
+6. One fsync makes the renames of every blob durable (ContentStore.sync_blobs); then the image
+   record and its names (the tag, and `repo@digest`) are written in one metadata transaction.
+   One gc lease, taken at the start, holds the manifest, config and layers until then.
+
+Crash safety (kill -9 at any moment; tests/integration/registry/test_pull_push.py kills a pull
+half way, the snapshot and content store suites kill at every step): a blob is visible only
+after its digest was verified and it was renamed out of its ingest; an ingest survives for the
+next pull to resume; a staged layer is a `new-*` directory under our flock, removed by the
+snapshotter's `cleanup` once we are gone; a committed layer snapshot is complete (its COMMIT is
+the last step); the image exists only once its record is committed, after everything it names.
+What is batched is durability against power loss, not consistency: the blob directory is
+fsynced once per pull instead of once per blob, before the image record; a blob whose rename
+a power loss undid is simply absent and fetched again. Unpacked files are not fsynced (as
+containerd's overlay snapshotter does not by default): a power loss can tear a layer written
+in the seconds before it, a kill -9 cannot.
+
+`fetch` is the transfer alone: blobs into the content store, nothing unpacked, no image.
+`referrers` lists the referrers of a manifest (distribution-spec 1.1), following `Link` pages,
+falling back to the referrers tag schema when the registry has no referrers API.
 
 Progress goes to a callback as `Progress` values carrying dockerd's own status words
 (pkg/jsonmessage as written by distribution/pull_v2.go), which the API route turns into the
@@ -28,19 +54,21 @@ JSON stream `docker pull` shows.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import http.client
 import json
 import logging
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from pallet.errors import InvalidArgument, NotFound, Unavailable
-from pallet.image.service import ImageService
+from pallet.image.service import ImageService, StagedLayer
 from pallet.oci import mediatypes as mt
 from pallet.oci.descriptor import Descriptor, Platform
 from pallet.oci.digest import Digest, DigestMismatch
@@ -185,6 +213,55 @@ class Puller:
                 path = urllib.parse.urljoin(self.session.url("/"), link[1:link.index(">")])
         return out
 
+    def referrers(self, ref: Reference, subject: str, artifact_type: str | None = None) -> list[Descriptor]:
+        """The manifests whose `subject` is `subject` in `ref`'s repository (distribution spec
+        "Listing Referrers"): GET /v2/<name>/referrers/<digest>, following `Link: rel="next"`
+        pages. A registry without the API answers 404: then the referrers tag schema (the index
+        tagged `<alg>-<hex>`, spec "Referrers Tag Schema") is read instead, and none if that is
+        missing too. `artifact_type` is passed as the filter and applied here too when the
+        registry did not say `OCI-Filters-Applied: artifactType`."""
+        digest = Digest(subject)
+        scope = f"repository:{ref.path}:pull"
+        query = f"?artifactType={urllib.parse.quote(artifact_type, safe='')}" if artifact_type else ""
+        path: str | None = f"/v2/{ref.path}/referrers/{digest}{query}"
+        out: list[Descriptor] = []
+        seen: set[str] = set()
+        while path and path not in seen:
+            seen.add(path)
+            try:
+                resp = self.session.request("GET", path, scope=scope, headers={"Accept": mt.OCI_INDEX},
+                                            what=f"referrers of {digest}")
+            except NotFound:
+                if out:
+                    raise  # a page went missing half way: not a registry without the API
+                return self._referrers_by_tag(ref, digest, artifact_type)
+            body = read_limited(resp, MAX_MANIFEST_SIZE, f"referrers of {digest}")
+            filtered = "artifactType" in [f.strip() for f in
+                                          (resp.headers.get("OCI-Filters-Applied") or "").split(",")]
+            out += [d for d in _index_descriptors(body, f"referrers of {digest}")
+                    if filtered or artifact_type is None or d.artifact_type == artifact_type]
+            link = resp.headers.get("Link", "")
+            path = None
+            if link.startswith("<") and 'rel="next"' in link:
+                path = urllib.parse.urljoin(self.session.url("/"), link[1:link.index(">")])
+        return out
+
+    def _referrers_by_tag(self, ref: Reference, digest: Digest,
+                          artifact_type: str | None) -> list[Descriptor]:
+        tag = f"{digest.algorithm}-{digest.encoded}"[:128]
+        try:
+            resp = self.session.request("GET", f"/v2/{ref.path}/manifests/{tag}",
+                                        scope=f"repository:{ref.path}:pull", headers={"Accept": mt.OCI_INDEX},
+                                        what=f"referrers tag of {digest}")
+        except NotFound:
+            return []
+        body = read_limited(resp, MAX_MANIFEST_SIZE, f"referrers tag of {digest}")
+        try:
+            descs = _index_descriptors(body, f"referrers tag of {digest}")
+        except InvalidArgument:
+            return []  # spec: a tag that is not a valid index means no referrers
+        return [d for d in descs if artifact_type is None or d.artifact_type == artifact_type]
+
     # --- blobs --------------------------------------------------------------------------------------
 
     def _fetch_small_blob(self, ref: Reference, desc: Descriptor, limit: int) -> bytes:
@@ -218,7 +295,7 @@ class Puller:
                 self._emit("Download complete", sid)
                 return
             try:
-                writer = content.writer(desc, ref=ingest_ref)
+                writer = content.writer(desc, ref=ingest_ref, sync_dir=False)
             except Unavailable:
                 # Another pull (here or in another process) is writing this blob: wait for it.
                 if time.monotonic() > deadline:
@@ -239,7 +316,7 @@ class Puller:
                         # The registry ignored the range: start the blob over.
                         state.restart()
                         writer.abort()
-                        writer = content.writer(desc, ref=ingest_ref)
+                        writer = content.writer(desc, ref=ingest_ref, sync_dir=False)
                         result.resumed.pop(str(desc.digest), None)
                         offset = 0
                     elif resp.status == 206:
@@ -251,6 +328,7 @@ class Puller:
                     self._stream(resp, writer, desc, sid, result, state)
                 self._emit("Verifying Checksum", sid)
                 writer.commit()
+                state.verified = True
                 self._emit("Download complete", sid)
                 return
             except DigestMismatch:
@@ -292,7 +370,8 @@ class Puller:
                               f"{w.offset} of {desc.size} bytes")
         self._emit("Downloading", sid, desc.size, desc.size)
 
-    def _unpack(self, layer: Descriptor, diff_id: str, parent: str | None, state: _Download) -> None:
+    def _unpack(self, layer: Descriptor, diff_id: str, parent: str | None, state: _Download,
+                lease: str | None = None) -> None:
         """Unpack `layer` while it downloads: read its ingest file as it grows (`_Follower`),
         and commit the snapshot only once the blob is verified. A download that had to start
         over, or a blob already complete, is unpacked from the content store instead."""
@@ -304,16 +383,184 @@ class Puller:
                     follower = _Follower(f, layer.size, state, lambda n: self._emit("Extracting", sid, n,
                                                                                    layer.size))
                     self.images.unpack_layer(layer, diff_id, parent, source=follower,
-                                             before_commit=state.wait_done)
+                                             before_commit=state.wait_done, lease=lease)
                     return
             except (_Restarted, FileNotFoundError):
                 pass  # the bytes being followed went away: unpack the verified blob below
         state.wait_done()
         self._emit("Extracting", sid, 0, layer.size)
-        self.images.unpack_layer(layer, diff_id, parent)
+        self.images.unpack_layer(layer, diff_id, parent, lease=lease)
         self._emit("Extracting", sid, layer.size, layer.size)
 
+    def _stage(self, layer: Descriptor, diff_id: str, state: _Download,
+               lowers: Callable[[], list[str]]) -> StagedLayer:
+        """`_unpack` for the parallel path: apply into a staging dir (ImageService.stage_layer)."""
+        sid = short(layer.digest)
+        if state.wait_started():
+            try:
+                with open(self.images.content.ingest_data(f"{INGEST_PREFIX}{layer.digest}"), "rb") as f:
+                    follower = _Follower(f, layer.size, state, lambda n: self._emit("Extracting", sid, n,
+                                                                                   layer.size))
+                    return self.images.stage_layer(layer, diff_id, source=follower, lower_dirs=lowers)
+            except (_Restarted, FileNotFoundError):
+                pass  # the bytes being followed went away: unpack the verified blob below
+        state.wait_done()
+        self._emit("Extracting", sid, 0, layer.size)
+        if state.verified:
+            # Our own writer hashed these exact bytes moments ago (the same file, renamed): read
+            # them as the follower would have, without a second verification pass.
+            with open(self.images.content.path_of(layer.digest), "rb") as f:
+                staged = self.images.stage_layer(layer, diff_id, source=f, lower_dirs=lowers)
+        else:
+            staged = self.images.stage_layer(layer, diff_id, lower_dirs=lowers)
+        self._emit("Extracting", sid, layer.size, layer.size)
+        return staged
+
+    def _fetch_and_unpack_staged(self, ref: Reference, layers: Sequence[Descriptor],
+                                 diff_ids: Sequence[Digest], chains: list[str], todo: list[bool],
+                                 result: PullResult, lease: str) -> None:
+        """Download and unpack every needed layer in parallel; commit the snapshots in order.
+
+        Downloads run `max_concurrent` at a time as before; each layer is applied, while it
+        downloads, by an unpack worker into a staging directory of its own (an overlay layer
+        does not need its parent to be unpacked: whiteouts are recorded, not applied). This
+        thread then commits the staged layers bottom up once their blobs are verified, as many
+        at a time as are ready, in one snapshot transaction. Only a hardlink to a file of a
+        lower layer makes a worker wait, for the layers below to be committed (`lowers`). A
+        failure anywhere discards every staged directory; what was committed stays, as a
+        serial pull would leave it."""
+        states: dict[str, _Download] = {}
+        downloads: dict[str, Future[None]] = {}
+        committed = [threading.Event() for _ in layers]
+        abandoned = threading.Event()
+
+        def lowers(i: int) -> list[str]:
+            for ev in committed[:i]:
+                while not ev.wait(0.2):
+                    if abandoned.is_set():
+                        raise Unavailable("the pull was abandoned")
+            return self.images.lower_dirs(chains[i - 1]) if i else []
+
+        staged: list[Future[StagedLayer] | None] = [None] * len(layers)
+        batch: list[StagedLayer] = []
+        with ThreadPoolExecutor(self.max_concurrent, thread_name_prefix="pull") as dl, \
+                ThreadPoolExecutor(self.max_concurrent, thread_name_prefix="unpack") as up:
+            try:
+                for i, (layer, needed) in enumerate(zip(layers, todo, strict=True)):
+                    key = str(layer.digest)
+                    if not needed:
+                        committed[i].set()
+                        continue
+                    if key not in downloads:
+                        states[key] = _Download()
+                        downloads[key] = dl.submit(self.download, ref, layer, result, states[key])
+                    staged[i] = up.submit(self._stage, layer, str(diff_ids[i]), states[key],
+                                          functools.partial(lowers, i))
+                parent: str | None = None
+                i = 0
+                while i < len(layers):
+                    if staged[i] is None:
+                        parent = chains[i]
+                        i += 1
+                        continue
+                    # The next layer, waited for; then every layer above it that is staged and
+                    # verified already: committed together, in one snapshot transaction.
+                    batch = []
+                    j = i
+                    while j < len(layers):
+                        fut = staged[j]
+                        key = str(layers[j].digest)
+                        if fut is None or (batch and not (fut.done() and downloads[key].done())):
+                            break
+                        st = fut.result()
+                        staged[j] = None
+                        batch.append(st)
+                        states[key].wait_done()  # the blob is verified
+                        downloads[key].result()
+                        j += 1
+                    self.images.commit_layers(batch, parent)
+                    for k in range(i, j):
+                        self._emit("Pull complete", short(layers[k].digest))
+                        committed[k].set()
+                    parent = chains[j - 1]
+                    i = j
+            except BaseException:
+                abandoned.set()
+                for st in batch:
+                    self.images.discard_layer(st)
+                for f in downloads.values():
+                    f.cancel()
+                for st_ in states.values():
+                    st_.fail(Unavailable("the pull was abandoned"))
+                for fut in staged:
+                    if fut is not None and not fut.cancel():
+                        with contextlib.suppress(BaseException):
+                            self.images.discard_layer(fut.result())
+                raise
+
+    def _fetch_and_unpack_serial(self, ref: Reference, layers: Sequence[Descriptor],
+                                 diff_ids: Sequence[Digest], chains: list[str], todo: list[bool],
+                                 result: PullResult, lease: str) -> None:
+        """Download in parallel, unpack one layer after the other (snapshotters that keep whole
+        trees, where a layer needs its parent's files)."""
+        futures: dict[str, Future[None]] = {}
+        states: dict[str, _Download] = {}
+        with ThreadPoolExecutor(self.max_concurrent, thread_name_prefix="pull") as pool:
+            try:
+                for layer, needed in zip(layers, todo, strict=True):
+                    key = str(layer.digest)
+                    if needed and key not in futures:
+                        states[key] = _Download()
+                        futures[key] = pool.submit(self.download, ref, layer, result, states[key])
+                parent: str | None = None
+                for layer, diff_id, chain, needed in zip(layers, diff_ids, chains, todo, strict=True):
+                    if needed:
+                        self._unpack(layer, str(diff_id), parent, states[str(layer.digest)], lease)
+                        futures[str(layer.digest)].result()
+                        self._emit("Pull complete", short(layer.digest))
+                    parent = chain
+            except BaseException:
+                for f in futures.values():
+                    f.cancel()
+                for st in states.values():
+                    st.fail(Unavailable("the pull was abandoned"))
+                raise
+
     # --- the whole pull -------------------------------------------------------------------------
+
+    def fetch(self, ref: Reference) -> tuple[Descriptor, PullResult]:
+        """Only the transfer of a pull: the manifest, config and layer blobs of `ref` into the
+        content store (verified, resumable, in parallel, as `pull` fetches them), nothing
+        unpacked and no image recorded: containerd's `ctr content fetch`. The blobs are held
+        by nothing afterwards: a `pull` of the same reference then transfers nothing, and gc
+        removes them if no pull does. Returns the manifest's descriptor and what was fetched."""
+        if ref.tag is None and ref.digest is None:
+            ref = ref.with_tag("latest")
+        mbytes, manifest, top = self.resolve(ref)
+        name = ref.string() if ref.digest is None else f"{ref.name}@{ref.digest}"
+        result = PullResult(image_id="", name=name, digest=str(top), updated=False)
+        content = self.images.content
+        with self.images.lease("fetch") as lease:
+            mdesc = content.put(mbytes, manifest.media_type)
+            self.images.hold_all(lease, [str(mdesc.digest), str(manifest.config.digest),
+                                         *(str(layer.digest) for layer in manifest.layers)])
+            if not content.exists(manifest.config.digest):
+                data = self._fetch_small_blob(ref, manifest.config, MAX_CONFIG_SIZE)
+                content.put(data, manifest.config.media_type, expected=manifest.config)
+            check_image(manifest, parse_config(content.read(manifest.config.digest)))
+            layers = list({str(layer.digest): layer for layer in manifest.layers}.values())
+            with ThreadPoolExecutor(self.max_concurrent, thread_name_prefix="fetch") as pool:
+                futures = [pool.submit(self.download, ref, layer, result) for layer in layers]
+                try:
+                    for f in futures:
+                        f.result()
+                except BaseException:
+                    for f in futures:
+                        f.cancel()
+                    raise
+            content.sync_blobs()
+        result.updated = bool(result.fetched)
+        return Descriptor(manifest.media_type, mdesc.digest, mdesc.size), result
 
     def pull(self, ref: Reference, names: Iterable[str] | None = None) -> PullResult:
         """Pull `ref` (a normalized Reference with a tag or a digest); see the module docstring."""
@@ -347,30 +594,17 @@ class Puller:
                 queued += needed
                 if needed and queued > self.max_concurrent:
                     self._emit("Waiting", short(layer.digest))  # behind the concurrency limit
-            futures: dict[str, Future[None]] = {}
-            states: dict[str, _Download] = {}
-            with ThreadPoolExecutor(self.max_concurrent, thread_name_prefix="pull") as pool:
-                try:
-                    for layer, needed in zip(manifest.layers, todo, strict=True):
-                        key = str(layer.digest)
-                        if needed and key not in futures:
-                            states[key] = _Download()
-                            futures[key] = pool.submit(self.download, ref, layer, result, states[key])
-                    parent: str | None = None
-                    for layer, diff_id, chain, needed in zip(manifest.layers, config.diff_ids, chains,
-                                                             todo, strict=True):
-                        if needed:
-                            self.images.hold(lease, layer.digest)
-                            self._unpack(layer, str(diff_id), parent, states[str(layer.digest)])
-                            futures[str(layer.digest)].result()
-                            self._emit("Pull complete", short(layer.digest))
-                        parent = chain
-                except BaseException:
-                    for f in futures.values():
-                        f.cancel()
-                    for st in states.values():
-                        st.fail(Unavailable("the pull was abandoned"))
-                    raise
+            self.images.hold_all(lease, [str(layer.digest) for layer, needed
+                                         in zip(manifest.layers, todo, strict=True) if needed])
+            if self.images.can_stage:
+                self._fetch_and_unpack_staged(ref, manifest.layers, config.diff_ids, chains, todo,
+                                              result, lease)
+            else:
+                self._fetch_and_unpack_serial(ref, manifest.layers, config.diff_ids, chains, todo,
+                                              result, lease)
+            # The blob renames of the downloads become durable here, in one fsync, before the
+            # image record that names them (see pallet.image.content).
+            content.sync_blobs()
             wanted = list(names) if names is not None else []
             if ref.digest is None:
                 wanted.append(ref.string())
@@ -398,6 +632,7 @@ class _Download:
         self.started = False
         self.done = False
         self.restarted = False
+        self.verified = False      # this download's writer verified the blob (not found present)
         self.error: BaseException | None = None
 
     def start(self) -> None:
@@ -480,6 +715,15 @@ class _Follower:
                     continue
                 self._state.cond.wait(0.2)
         return b""
+
+
+def _index_descriptors(body: bytes, what: str) -> list[Descriptor]:
+    """The `manifests` of an OCI index document (a referrers answer)."""
+    try:
+        doc = json.loads(body)
+        return [Descriptor.from_json(d) for d in doc["manifests"] or []]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InvalidArgument(f"{what}: not an OCI index: {exc}") from exc
 
 
 def _range_start(value: str) -> int:

@@ -55,6 +55,7 @@ Body = bytes | Callable[[], BinaryIO] | None
 # not on every pull (each probe costs a failed TLS handshake and a request).
 _PROBED: dict[str, tuple[str, float]] = {}
 _PROBED_LOCK = threading.Lock()
+_SSL_LOCK = threading.Lock()
 
 
 def split_host(host: str) -> tuple[str, int | None]:
@@ -138,7 +139,9 @@ class Session:
         self.insecure = is_insecure(self.host, insecure)
         self.timeout = timeout
         self.user_agent = user_agent
-        self._ssl = ssl_context or ssl.create_default_context()
+        # Made on first HTTPS use: loading the CA store takes ~25 ms, which a pull from a
+        # plain-HTTP (insecure, loopback) registry would pay for nothing.
+        self._ssl_context = ssl_context
         if scheme not in (None, "https", "http") or (scheme == "http" and not self.insecure):
             raise InvalidArgument(f"registry {self.host}: plain HTTP only for insecure registries")
         self._scheme: str | None = scheme
@@ -149,6 +152,14 @@ class Session:
         self._challenge: Challenge | None = None
 
     # --- connections ---------------------------------------------------------------------------
+
+    @property
+    def _ssl(self) -> ssl.SSLContext:
+        if self._ssl_context is None:
+            with _SSL_LOCK:  # not self._lock: the scheme probe holds that one while it connects
+                if self._ssl_context is None:
+                    self._ssl_context = ssl.create_default_context()
+        return self._ssl_context
 
     def _conns(self) -> dict[tuple[str, str], http.client.HTTPConnection]:
         conns = getattr(self._local, "conns", None)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import contextlib
 import json
 import logging
@@ -23,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -49,6 +51,7 @@ log = logging.getLogger("pallet.registry")
 API_VERSION_HEADER = "Docker-Distribution-API-Version"
 API_VERSION = "registry/2.0"
 CATALOG_MAX = 1000  # distribution's catalog.maxentries default
+REFERRERS_PAGE = 250  # descriptors per referrers page (spec: a Link when more follow)
 WRITE_PIECE = 1 << 20
 PURGE_INTERVAL = 3600.0
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
@@ -681,12 +684,22 @@ class Registry:
 
     # -- referrers --------------------------------------------------------------------------------
     async def _referrers_get(self, request: web.Request, name: str, digest: str) -> web.StreamResponse:
+        """spec.md "Listing Referrers": an OCI index of the referrers of `digest`, filtered by
+        `artifactType` (then `OCI-Filters-Applied: artifactType`), in pages of at most `n`
+        (default and maximum REFERRERS_PAGE) in digest order, with a `Link: <...>; rel="next"`
+        to the rest (`last` = the last referrer digest of the page), as tags/list pages."""
         subject = _digest(digest)
         artifact_type = request.query.get("artifactType")
+        n = names.parse_n(request.query.get("n"), REFERRERS_PAGE, REFERRERS_PAGE)
+        last = request.query.get("last") or None
+        if last is not None:
+            last = str(_digest(last))
 
-        def collect() -> list[dict[str, Any]]:
-            out = []
-            for referrer in self.storage.list_referrers(name, subject):
+        def collect() -> tuple[list[dict[str, Any]], bool]:
+            out: list[dict[str, Any]] = []
+            referrers = self.storage.list_referrers(name, subject)  # sorted by digest
+            start = 0 if last is None else bisect.bisect_right([str(r) for r in referrers], last)
+            for referrer in referrers[start:]:
                 record = self.storage.get_manifest(name, referrer)
                 if record is None:
                     continue
@@ -696,12 +709,19 @@ class Registry:
                     continue
                 desc = mf.referrer_descriptor(parsed, referrer, record.size)
                 if artifact_type is None or desc.get("artifactType") == artifact_type:
+                    if n is not None and len(out) == n:
+                        return out, True  # one more matches: the page is full and a next follows
                     out.append(desc)
-            return out
+            return out, False
 
-        descriptors = await asyncio.to_thread(collect)
+        descriptors, more = await asyncio.to_thread(collect)
         # spec.md "Listing Referrers": never 404 for a valid digest; an empty index instead.
         headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type is not None else {}
+        if more and n:
+            link = names.link_header(f"/v2/{name}/referrers/{subject}", n, descriptors[-1]["digest"])
+            if artifact_type is not None:
+                link = link.replace(">;", f"&artifactType={quote(artifact_type, safe='')}>;", 1)
+            headers["Link"] = link
         body = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": descriptors}
         return web.json_response(body, content_type=mt.OCI_INDEX, headers=headers)
 
