@@ -7,7 +7,6 @@ palletd runs on private roots with --cgroup-parent /pallet-test-<random>, remove
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import http.server
 import io
@@ -27,21 +26,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemon"))
 from palletd_support import PALLET, palletd
 
+from pallet_testlib import rm_cgroups
+
 if os.geteuid() != 0:
     pytest.skip("needs root (overlay mounts, namespaces, cgroups)", allow_module_level=True)
 if not os.path.exists("/bin/busybox"):
     pytest.skip("needs Debian's busybox-static (/bin/busybox)", allow_module_level=True)
-
-
-def _rm_cgroups(parent: str) -> None:
-    for hier in Path("/sys/fs/cgroup").iterdir():
-        d = hier / parent.lstrip("/")
-        if d.is_dir():
-            for sub in sorted((p for p in d.rglob("*") if p.is_dir()), reverse=True):
-                with contextlib.suppress(OSError):
-                    sub.rmdir()
-            with contextlib.suppress(OSError):
-                d.rmdir()
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +43,7 @@ def daemon():
             assert r.returncode == 0, r.stderr
             yield d
     finally:
-        _rm_cgroups(parent)
+        rm_cgroups(parent)
 
 
 def pallet(d, *args: str, input: bytes | None = None, cwd: Path | None = None,

@@ -10,7 +10,6 @@ runtime state directory or a mount under its exec root fails.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.server
 import io
@@ -28,6 +27,7 @@ import pytest
 from pallet.build.builder import Builder, BuildError, BuildOptions, Cancelled
 from pallet.build.cache import BuildCache
 from pallet.image.service import ImageService
+from pallet_testlib import rm_cgroups
 
 if os.geteuid() != 0:
     pytest.skip("needs root (overlay mounts, namespaces, cgroups)", allow_module_level=True)
@@ -35,17 +35,6 @@ if not os.path.exists("/bin/busybox"):
     pytest.skip("needs Debian's busybox-static (/bin/busybox)", allow_module_level=True)
 
 RUNTIME = [sys.executable, "-m", "pallet.runtime.cli"]
-
-
-def _rm_cgroups(parent: str) -> None:
-    for hier in Path("/sys/fs/cgroup").iterdir():
-        d = hier / parent.lstrip("/")
-        if d.is_dir():
-            for sub in sorted((p for p in d.rglob("*") if p.is_dir()), reverse=True):
-                with contextlib.suppress(OSError):
-                    sub.rmdir()
-            with contextlib.suppress(OSError):
-                d.rmdir()
 
 
 class Env:
@@ -85,7 +74,7 @@ class Env:
     def close(self) -> None:
         self.cache.close()
         self.svc.close()
-        _rm_cgroups(self.parent)
+        rm_cgroups(self.parent)
 
 
 @pytest.fixture(scope="module")

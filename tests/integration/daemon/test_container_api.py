@@ -8,7 +8,6 @@ parent is then removed from every hierarchy."""
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import io
 import json
@@ -22,6 +21,8 @@ from typing import Any
 
 import pytest
 from palletd_support import palletd
+
+from pallet_testlib import rm_cgroups
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (overlay mounts, namespaces, cgroups)"),
@@ -104,17 +105,6 @@ def demux(data: bytes) -> dict[int, bytes]:
     return out
 
 
-def _rm_cgroups(parent: str) -> None:
-    for hier in Path("/sys/fs/cgroup").iterdir():
-        d = hier / parent.lstrip("/")
-        if d.is_dir():
-            for sub in sorted((p for p in d.rglob("*") if p.is_dir()), reverse=True):
-                with contextlib.suppress(OSError):
-                    sub.rmdir()
-            with contextlib.suppress(OSError):
-                d.rmdir()
-
-
 @pytest.fixture(scope="module")
 def api():
     parent = f"/pallet-test-{uuid.uuid4().hex[:8]}"
@@ -129,7 +119,7 @@ def api():
                 for c in a.json("GET", "/containers/json?all=1"):
                     a.call("DELETE", f"/containers/{c['Id']}?force=1")
     finally:
-        _rm_cgroups(parent)
+        rm_cgroups(parent)
 
 
 def test_lifecycle_create_start_wait_logs_inspect_rm(api: Api):

@@ -8,7 +8,6 @@ recorded pids, through the runtime), then removes the parent cgroups.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import socket
@@ -25,6 +24,7 @@ from pallet.engine.logs import parse_line
 from pallet.engine.state import Status
 from pallet.errors import Conflict, InvalidArgument, NotFound, NotSupported
 from pallet.image.service import ImageService
+from pallet_testlib import rm_cgroups
 
 if os.geteuid() != 0:
     pytest.skip("needs root (overlay mounts, namespaces, cgroups)", allow_module_level=True)
@@ -40,17 +40,6 @@ def data_root(tmp_path_factory):
     with ImageService(str(root)) as svc:
         svc.bootstrap("busybox")
     return root
-
-
-def _rm_cgroups(parent: str) -> None:
-    for hier in Path("/sys/fs/cgroup").iterdir():
-        d = hier / parent.lstrip("/")
-        if d.is_dir():
-            for sub in sorted((p for p in d.rglob("*") if p.is_dir()), reverse=True):
-                with contextlib.suppress(OSError):
-                    sub.rmdir()
-            with contextlib.suppress(OSError):
-                d.rmdir()
 
 
 class Env:
@@ -73,7 +62,7 @@ class Env:
         for old in self.engines:
             with contextlib.suppress(Exception):
                 old.close()
-        _rm_cgroups(self.parent)
+        rm_cgroups(self.parent)
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import pytest
 from pallet.engine.containers import Engine
 from pallet.errors import InvalidArgument
 from pallet.image.service import ImageService
+from pallet_testlib import rm_cgroups
 
 if os.geteuid() != 0:
     pytest.skip("needs root (namespaces, overlay, cgroups)", allow_module_level=True)
@@ -39,17 +40,6 @@ def data_root():
     shutil.rmtree(top, ignore_errors=True)
 
 
-def _rm_cgroups(parent: str) -> None:
-    for hier in Path("/sys/fs/cgroup").iterdir():
-        d = hier / parent.lstrip("/")
-        if d.is_dir():
-            for sub in sorted((p for p in d.rglob("*") if p.is_dir()), reverse=True):
-                with contextlib.suppress(OSError):
-                    sub.rmdir()
-            with contextlib.suppress(OSError):
-                d.rmdir()
-
-
 @pytest.fixture
 def engine(data_root, tmp_path):
     parent = f"/pallet-test-{uuid.uuid4().hex[:8]}"
@@ -59,7 +49,7 @@ def engine(data_root, tmp_path):
         with contextlib.suppress(Exception):
             e.remove(c["Id"], force=True)
     e.close()
-    _rm_cgroups(parent)
+    rm_cgroups(parent)
 
 
 def until(pred, timeout: float = 10.0):

@@ -22,6 +22,7 @@ import pytest
 from pallet.engine.containers import Engine
 from pallet.errors import InvalidArgument
 from pallet.image.service import ImageService
+from pallet_testlib import rm_cgroups
 
 if os.geteuid() != 0:
     pytest.skip("needs root (overlay mounts, namespaces, cgroups)", allow_module_level=True)
@@ -29,17 +30,6 @@ if not os.path.exists("/bin/busybox"):
     pytest.skip("needs Debian's busybox-static (/bin/busybox)", allow_module_level=True)
 
 MS = 1_000_000
-
-
-def _rm_cgroups(parent: str) -> None:
-    root = Path("/sys/fs/cgroup")
-    for d in [root / parent.lstrip("/")] + [h / parent.lstrip("/") for h in root.iterdir() if h.is_dir()]:
-        if d.is_dir():
-            for sub in sorted((p for p in d.rglob("*") if p.is_dir()), reverse=True):
-                with contextlib.suppress(OSError):
-                    sub.rmdir()
-            with contextlib.suppress(OSError):
-                d.rmdir()
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +61,7 @@ class Env:
             with contextlib.suppress(Exception):
                 e.remove(c["Id"], force=True)
         e.close()
-        _rm_cgroups(self.parent)
+        rm_cgroups(self.parent)
 
 
 @pytest.fixture
@@ -277,7 +267,7 @@ def test_always_comes_back_after_a_palletd_restart(data_root, tmp_path):
             with contextlib.suppress(Exception):
                 e.remove(c["Id"], force=True)
         e.close()
-        _rm_cgroups(parent)
+        rm_cgroups(parent)
         import shutil
 
         shutil.rmtree(root, ignore_errors=True)

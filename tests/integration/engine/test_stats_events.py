@@ -20,6 +20,7 @@ import pytest
 from pallet.engine.containers import Engine
 from pallet.engine.stats import container_stats
 from pallet.image.service import ImageService
+from pallet_testlib import rm_cgroups
 
 if os.geteuid() != 0:
     pytest.skip("needs root (overlay mounts, namespaces, cgroups)", allow_module_level=True)
@@ -27,18 +28,6 @@ if not os.path.exists("/bin/busybox"):
     pytest.skip("needs Debian's busybox-static (/bin/busybox)", allow_module_level=True)
 
 MiB = 1 << 20
-
-
-def _rm_cgroups(parent: str) -> None:
-    root = Path("/sys/fs/cgroup")
-    dirs = [root / parent.lstrip("/")] + [h / parent.lstrip("/") for h in root.iterdir() if h.is_dir()]
-    for d in dirs:
-        if d.is_dir():
-            for sub in sorted((p for p in d.rglob("*") if p.is_dir()), reverse=True):
-                with contextlib.suppress(OSError):
-                    sub.rmdir()
-            with contextlib.suppress(OSError):
-                d.rmdir()
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +54,7 @@ def engine(data_root, tmp_path):
         with contextlib.suppress(Exception):
             e.remove(c["Id"], force=True)
     e.close()
-    _rm_cgroups(parent)
+    rm_cgroups(parent)
 
 
 def until(pred, timeout: float = 15.0, step: float = 0.1):

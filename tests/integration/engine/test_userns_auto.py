@@ -28,6 +28,7 @@ from pallet.engine.containers import Engine
 from pallet.engine.userns import UsernsSettings
 from pallet.errors import InvalidArgument, NotSupported, Unavailable
 from pallet.image.service import ImageService
+from pallet_testlib import rm_cgroups
 
 if os.geteuid() != 0:
     pytest.skip("needs root (user namespaces, idmapped mounts, cgroups)", allow_module_level=True)
@@ -50,17 +51,6 @@ def data_root():
     shutil.rmtree(top, ignore_errors=True)
 
 
-def _rm_cgroups(parent: str) -> None:
-    for hier in Path("/sys/fs/cgroup").iterdir():
-        d = hier / parent.lstrip("/")
-        if d.is_dir():
-            for sub in sorted((p for p in d.rglob("*") if p.is_dir()), reverse=True):
-                with contextlib.suppress(OSError):
-                    sub.rmdir()
-            with contextlib.suppress(OSError):
-                d.rmdir()
-
-
 @pytest.fixture
 def engine(data_root):
     run = tempfile.mkdtemp(prefix="pallet-userns-run-")
@@ -75,7 +65,7 @@ def engine(data_root):
             e.volumes.remove(v["Name"], force=True)
     e.userns.configure(UsernsSettings())
     e.close()
-    _rm_cgroups(parent)
+    rm_cgroups(parent)
     shutil.rmtree(run, ignore_errors=True)
 
 

@@ -26,6 +26,7 @@ import pytest
 from pallet.errors import Conflict
 from pallet.image.service import ImageService, chain_ids, mount_rootfs, unmount_rootfs
 from pallet.oci.mount import Mount
+from pallet_testlib import rm_cgroups
 
 if os.geteuid() != 0:
     pytest.skip("overlay mounts, whiteout devices and containers need root", allow_module_level=True)
@@ -36,7 +37,6 @@ with open("/proc/filesystems") as _f:
 needs_busybox = pytest.mark.skipif(not os.path.exists("/bin/busybox"),
                                    reason="needs Debian's busybox-static (/bin/busybox)")
 GREETING = "Hello from Pallet!"
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 class Mounted:
@@ -181,17 +181,6 @@ def _runtime() -> list[str]:
     return [sys.executable, "-m", "pallet.runtime.cli"]
 
 
-def _remove_cgroups(parent: str) -> None:
-    dirs = [CGROUP_ROOT / parent]
-    if CGROUP_ROOT.is_dir():
-        dirs += [hier / parent for hier in CGROUP_ROOT.iterdir() if hier.is_dir()]
-    for d in dirs:
-        if d.is_dir():
-            for sub in sorted((p for p in d.rglob("*") if p.is_dir()), reverse=True):
-                sub.rmdir()
-            d.rmdir()
-
-
 @pytest.mark.skipif(os.uname().machine not in ("x86_64", "aarch64"), reason="no hello program here")
 def test_hello_world_rootfs_runs_in_pallet_runtime(svc, mounted, tmp_path):
     from pallet.runtime.spec import default_spec
@@ -212,6 +201,6 @@ def test_hello_world_rootfs_runs_in_pallet_runtime(svc, mounted, tmp_path):
     finally:
         subprocess.run([*_runtime(), "--root", str(state), "delete", "--force", "hello"],
                        capture_output=True, timeout=60)
-        _remove_cgroups(cgroup_parent)
+        rm_cgroups(cgroup_parent)
         mounted.cleanup()
     svc.remove_container_rootfs("hello")
