@@ -119,13 +119,8 @@ class CopySteps(StepBase):
             shown_flags = flags + " " if flags else ""
             created_by = f"/bin/sh -c #(nop) {ins.cmd} {shown_flags}{kind}:{h.hexdigest()} in {dest_abs} "
             key = step_key(state.parent_id, created_by, str(self.epoch))
-            hit = self._cached(state, key)
+            hit = self._layer_step_hit(state, key, created_by)
             if hit is not None:
-                hit.args, hit.cmd_set = dict(state.args), state.cmd_set
-                return hit
-            hit = self._from_cache_source(state, created_by, False)
-            if hit is not None:
-                self.b.cache.put(key, str(hit.image.id), created_by)
                 return hit
             layer, diff_id = self._copy_into(state, sources, src_image, dest_abs,
                                              dir_dest=dest.endswith("/") or len(srcs) > 1 or wild or parents,

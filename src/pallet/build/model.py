@@ -204,6 +204,18 @@ class StepBase:
     def _history(self, created_by: str, empty: bool) -> dict[str, Any]:
         raise NotImplementedError
 
+    def _layer_step_hit(self, state: State, key: str, created_by: str) -> State | None:
+        """A step that makes a layer (RUN, COPY, ADD), found in the build cache or in an image of
+        --cache-from (which then enters the cache): its result; None when it must run."""
+        hit = self._cached(state, key)
+        if hit is not None:
+            hit.args, hit.cmd_set = dict(state.args), state.cmd_set
+            return hit
+        hit = self._from_cache_source(state, created_by, False)
+        if hit is not None:
+            self.b.cache.put(key, str(hit.image.id), created_by)
+        return hit
+
     def _create(self, new: State, parent: State) -> State:
         raise NotImplementedError
 

@@ -81,13 +81,8 @@ class RunSteps(StepBase):
             (shown if ins.json else " ".join(argv))
         extra = json.dumps([network, [m["key"] for m in mounts]], sort_keys=True)
         key = step_key(state.parent_id, created_by, extra, str(self.epoch))
-        hit = self._cached(state, key)
+        hit = self._layer_step_hit(state, key, created_by)
         if hit is not None:
-            hit.args, hit.cmd_set = dict(state.args), state.cmd_set
-            return hit
-        hit = self._from_cache_source(state, created_by, False)
-        if hit is not None:
-            self.b.cache.put(key, str(hit.image.id), created_by)
             return hit
         if state.image is None:
             raise BuildError(f"failed to run {created_by!r}: there is no shell in an empty (scratch) image")
