@@ -57,8 +57,9 @@ DEFAULT_MAX_READ = 64 << 20
 _MAX_REF = 1024
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (a rename, a new file) durable: fsync(2) of the directory."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
@@ -83,7 +84,7 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644, *, durable: bool = 
             os.unlink(tmp)
         raise
     if durable:
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
 @dataclass(frozen=True)
@@ -309,7 +310,7 @@ class _Writer:
             # rename(2) over an existing blob is harmless: same name, same verified bytes.
             os.rename(self.dir / "data", target)
             if self._sync_dir:
-                _fsync_dir(target.parent)
+                fsync_dir(target.parent)
         except BaseException:
             self._discard()
             raise
@@ -446,7 +447,7 @@ class ContentStore:
         for alg in ALGORITHMS:
             path = self.path / "blobs" / alg
             if path.is_dir():
-                _fsync_dir(path)
+                fsync_dir(path)
 
     def resume(self, ref: str, expected: Descriptor | None = None) -> tuple[int, _Writer]:
         """Reopen (or start) the resumable write named `ref`; returns (offset, writer).

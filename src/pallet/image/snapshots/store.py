@@ -69,6 +69,7 @@ from pathlib import Path
 from typing import ClassVar, Self
 
 from pallet.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, NotSupported
+from pallet.image.content import fsync_dir
 from pallet.image.snapshots import Info, Kind, Usage
 from pallet.oci.mount import Mount
 
@@ -294,14 +295,6 @@ def _rmtree(path: Path) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class DirSnapshotter:

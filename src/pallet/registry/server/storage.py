@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from pallet.errors import Conflict, InvalidArgument, NotFound
+from pallet.image.content import fsync_dir
 from pallet.oci.digest import Digest, Hasher
 
 FORMAT_VERSION = 1
@@ -172,14 +173,6 @@ class Storage(Protocol):
     def list_referrers(self, repository: str, subject: Digest) -> list[Digest]: ...
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _check_upload_id(upload_id: str) -> str:
     """Upload ids come from URLs: only our own UUIDs are accepted, so one never names a path."""
     try:
@@ -248,7 +241,7 @@ class FilesystemStorage:
             f.flush()
             os.fsync(f.fileno())
         os.rename(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     def _blob_path(self, digest: Digest) -> Path:
         return self.blobs / digest.algorithm / digest.encoded
@@ -377,7 +370,7 @@ class FilesystemStorage:
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.rename(data, target)
-                _fsync_dir(target.parent)
+                fsync_dir(target.parent)
             self.link_blob(repository, digest)
             return size
         finally:
