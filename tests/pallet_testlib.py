@@ -23,3 +23,41 @@ def rm_cgroups(parent: str) -> None:
                     sub.rmdir()
             with contextlib.suppress(OSError):
                 d.rmdir()
+
+
+CREDENTIAL_HELPER = """#!/usr/bin/python3
+# A docker-credential helper keeping its credentials in a JSON file beside itself, and recording
+# every call: the protocol of docker/docker-credential-helpers.
+import json, os, sys
+here = os.path.dirname(os.path.abspath(__file__))
+store = os.path.join(here, "store.json")
+creds = json.load(open(store)) if os.path.exists(store) else {}
+action, data = sys.argv[1], sys.stdin.read().strip()
+with open(os.path.join(here, "calls.log"), "a") as log:
+    log.write(f"{action} {data}\\n")
+if action == "get":
+    if data not in creds:
+        print("credentials not found in native keychain")
+        sys.exit(1)
+    print(json.dumps({"ServerURL": data, **creds[data]}))
+elif action == "store":
+    rec = json.loads(data)
+    creds[rec["ServerURL"]] = {"Username": rec["Username"], "Secret": rec["Secret"]}
+elif action == "erase":
+    if creds.pop(data, None) is None:
+        print("credentials not found in native keychain")
+        sys.exit(1)
+elif action == "list":
+    print(json.dumps({k: v["Username"] for k, v in creds.items()}))
+json.dump(creds, open(store, "w"))
+"""
+
+
+def install_credential_helper(bindir: Path, name: str = "fake") -> Path:
+    """Write `docker-credential-NAME` (CREDENTIAL_HELPER, a recording stand-in for a real
+    helper such as docker-credential-pass) into `bindir`; its calls go to bindir/calls.log."""
+    bindir.mkdir(parents=True, exist_ok=True)
+    exe = bindir / f"docker-credential-{name}"
+    exe.write_text(CREDENTIAL_HELPER)
+    exe.chmod(0o755)
+    return bindir

@@ -24,6 +24,8 @@ from compat_support import random_cgroup_parent, remove_cgroup_tree
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration" / "registry"))
 from distreg_support import REGISTRY, DistRegistry
 
+from pallet_testlib import install_credential_helper
+
 pytestmark = [
     pytest.mark.skipif(not os.access("/bin/busybox", os.X_OK), reason="needs Debian's busybox-static"),
     pytest.mark.skipif(not os.access(REGISTRY, os.X_OK), reason="needs Debian's docker-registry"),
@@ -148,6 +150,32 @@ def test_docker_login_through_palletd(env):
         assert "digest: sha256:" in ok(env, "pallet", "push", name)
         assert ok(env, "docker", "pull", name)
         assert "Removing login credentials" in ok(env, "pallet", "logout", reg.host)
+
+
+def test_credential_helper_shared_with_the_docker_cli(env):
+    """`credsStore` in config.json: `pallet login` hands the secret to docker-credential-NAME,
+    and the real docker CLI finds it there (and the other way round)."""
+    root = Path(env["ROOT"])
+    bindir = install_credential_helper(root / "helper-bin")
+    conf = root / "helper-config"
+    conf.mkdir()
+    (conf / "config.json").write_text(json.dumps({"credsStore": "fake"}))
+    e = {**env, "DOCKER_CONFIG": str(conf), "PATH": f"{bindir}:{env['PATH']}"}
+    with DistRegistry(root / "helper-reg", users={"dave": "h3lper"}) as reg:
+        out = ok(e, "pallet", "login", "-u", "dave", "--password-stdin", reg.host, input="h3lper\n")
+        assert "Login Succeeded" in out
+        assert "h3lper" not in (conf / "config.json").read_text()  # the helper keeps the secret
+        assert json.loads((bindir / "store.json").read_text())[reg.host]["Secret"] == "h3lper"
+        name = f"{reg.host}/helped/box:1"
+        ok(e, "docker", "tag", "busybox", name)
+        assert "digest: sha256:" in ok(e, "docker", "push", name)  # docker asks the same helper
+        assert "Removing login credentials" in ok(e, "docker", "logout", reg.host)
+        r = run(e, "pallet", "push", name)
+        assert r.returncode != 0 and "unauthorized" in r.stderr.lower()
+        ok(e, "docker", "login", "-u", "dave", "--password-stdin", reg.host, input="h3lper\n")
+        assert "digest: sha256:" in ok(e, "pallet", "push", name)  # pallet reads what docker stored
+        assert "Removing login credentials" in ok(e, "pallet", "logout", reg.host)
+        assert reg.host not in json.loads((bindir / "store.json").read_text())
 
 
 class _Search(http.server.BaseHTTPRequestHandler):

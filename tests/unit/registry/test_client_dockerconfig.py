@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import stat
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from pallet.cli.commands.login import DockerConfig, auth_header, encode_auth, registry_of, server_key
 from pallet.errors import InvalidArgument
 from pallet.registry.client.auth import AuthConfig, decode_header
+from pallet_testlib import install_credential_helper
 
 
 def b64(s: str) -> str:
@@ -60,3 +62,47 @@ def test_registry_of_and_header(tmp_path, monkeypatch):
     header = auth_header("r.io:5000/a/b:1")["X-Registry-Auth"]
     assert decode_header(header) == AuthConfig("u", "p", "r.io:5000")
     assert decode_header(encode_auth({"serveraddress": "x"})) == AuthConfig(server_address="x")
+
+
+@pytest.fixture
+def helper(tmp_path, monkeypatch):
+    bindir = install_credential_helper(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    return bindir
+
+
+def test_creds_store_helper_keeps_the_secrets(tmp_path, helper):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"credsStore": "fake"}))
+    cfg = DockerConfig(path)
+    assert cfg.get("localhost:5000") == {"serveraddress": "localhost:5000"}  # not found: anonymous
+    cfg.store("localhost:5000", "alice", "s3cret")
+    data = json.loads(path.read_text())
+    assert data["auths"] == {"localhost:5000": {}}  # the docker CLI's empty entry; no secret in the file
+    assert "s3cret" not in path.read_text()
+    assert DockerConfig(path).get("localhost:5000") == {"serveraddress": "localhost:5000",
+                                                          "username": "alice", "password": "s3cret"}
+    cfg.store("", "bob", "", identity_token="tok")  # an identity token goes as Username "<token>"
+    assert DockerConfig(path).get("docker.io") == {"serveraddress": "https://index.docker.io/v1/",
+                                                    "identitytoken": "tok"}
+    assert DockerConfig(path).remove("localhost:5000")
+    assert DockerConfig(path).get("localhost:5000") == {"serveraddress": "localhost:5000"}
+    assert json.loads(path.read_text())["auths"] == {"https://index.docker.io/v1/": {}}
+    calls = (helper / "calls.log").read_text().splitlines()
+    assert calls[0] == "get localhost:5000"
+    assert json.loads(calls[1].partition(" ")[2]) == {"ServerURL": "localhost:5000", "Username": "alice",
+                                                      "Secret": "s3cret"}
+    assert "erase localhost:5000" in calls
+
+
+def test_cred_helpers_per_registry_and_missing_helper(tmp_path, helper):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"credHelpers": {"localhost:5000": "fake", "other:1": "nosuch"},
+                                "auths": {"plain:1": {"auth": b64("p:q")}}}))
+    cfg = DockerConfig(path)
+    assert cfg.helper("localhost:5000") == "fake" and cfg.helper("plain:1") == ""
+    cfg.store("localhost:5000", "u", "pw")
+    assert DockerConfig(path).get("localhost:5000")["password"] == "pw"
+    assert DockerConfig(path).get("plain:1")["username"] == "p"  # the file keeps the others
+    with pytest.raises(InvalidArgument, match='exec: "docker-credential-nosuch": executable file not found'):
+        DockerConfig(path).get("other:1")

@@ -9,8 +9,20 @@ The credential file is the docker CLI's own, so `docker` and `pallet` share logi
 
 Docker Hub's key is `https://index.docker.io/v1/`; every other registry's is host[:port]
 (lookups also accept keys written with a scheme or a path, as docker's ConvertToHostname). The
-file is written atomically with mode 0600. Credential helpers (`credsStore`, `credHelpers`)
-are not run: Pallet says so instead of silently ignoring them.
+file is written atomically with mode 0600.
+
+Credential helpers, as the docker CLI runs them (docker/docker-credential-helpers' protocol):
+`credHelpers` names a helper per registry key, else `credsStore` one for every registry. Helper
+NAME is the program `docker-credential-NAME` on PATH:
+
+    docker-credential-NAME get     stdin: the server key; stdout: {"ServerURL", "Username", "Secret"}
+                                   (Username "<token>": Secret is an identity token); a missing
+                                   entry exits non-zero saying "credentials not found"
+    docker-credential-NAME store   stdin: {"ServerURL", "Username", "Secret"}
+    docker-credential-NAME erase   stdin: the server key
+
+A login kept by a helper leaves an empty entry under "auths" (the docker CLI does the same), so
+that the file still lists the registry.
 
 This module also gives pull, push and search the X-Registry-Auth header for a registry (only
 the standard library: the CLI path stays light).
@@ -96,9 +108,56 @@ class DockerConfig:
         return key == want or (want != INDEX_SERVER and hostname(key) == want) or \
             (want == INDEX_SERVER and hostname(key) in _HUB)
 
+    def helper(self, key: str) -> str:
+        """The credential helper for registry `key` ("" when the file keeps it itself)."""
+        helpers = self.data.get("credHelpers")
+        if isinstance(helpers, dict):
+            for name, prog in helpers.items():
+                if self._matches(name, key) and isinstance(prog, str) and prog:
+                    return prog
+        store = self.data.get("credsStore")
+        return store if isinstance(store, str) else ""
+
+    def _run_helper(self, prog: str, action: str, data: str) -> str:
+        import subprocess
+
+        exe = f"docker-credential-{prog}"
+        try:
+            proc = subprocess.run([exe, action], input=data.encode(), capture_output=True, timeout=60)
+        except FileNotFoundError:
+            doing = {"get": "getting", "store": "storing", "erase": "erasing"}[action]
+            raise InvalidArgument(f'error {doing} credentials - err: exec: "{exe}": executable file not '
+                                  "found in $PATH") from None
+        except subprocess.TimeoutExpired:
+            raise InvalidArgument(f"{exe} {action}: no answer in 60 s") from None
+        out = proc.stdout.decode("utf-8", "replace").strip()
+        if proc.returncode != 0:
+            raise _HelperError(out or proc.stderr.decode("utf-8", "replace").strip() or
+                               f"{exe} {action} exited with status {proc.returncode}")
+        return out
+
+    def _helper_get(self, prog: str, key: str) -> dict[str, str]:
+        try:
+            out = self._run_helper(prog, "get", key)
+        except _HelperError as exc:
+            if "credentials not found" in str(exc).lower():
+                return {"serveraddress": key}
+            raise InvalidArgument(f"error getting credentials - err: {exc}") from None
+        try:
+            creds = json.loads(out)
+            user, secret = str(creds.get("Username") or ""), str(creds.get("Secret") or "")
+        except (ValueError, AttributeError) as exc:
+            raise InvalidArgument(f"docker-credential-{prog} get: not a credential: {exc}") from None
+        if user == "<token>":
+            return {"serveraddress": key, "identitytoken": secret}
+        return {"serveraddress": key, "username": user, "password": secret}
+
     def get(self, address: str) -> dict[str, str]:
         """Docker's AuthConfig JSON for the registry at `address` (anonymous: only serveraddress)."""
         want = server_key(address)
+        prog = self.helper(want)
+        if prog:
+            return self._helper_get(prog, want)
         for key, entry in self._auths().items():
             if self._matches(key, want) and isinstance(entry, dict):
                 out = {"serveraddress": want}
@@ -114,10 +173,6 @@ class DockerConfig:
                 if isinstance(entry.get("identitytoken"), str) and entry["identitytoken"]:
                     out["identitytoken"] = entry["identitytoken"]
                 return out
-        helpers = self.data.get("credHelpers")
-        if (isinstance(helpers, dict) and want in helpers) or self.data.get("credsStore"):
-            print(f"WARNING: credential helpers are not supported; no stored login for {want} is used",
-                  file=sys.stderr)
         return {"serveraddress": want}
 
     def store(self, address: str, username: str, password: str, identity_token: str = "") -> None:
@@ -126,7 +181,15 @@ class DockerConfig:
         for old in [k for k in auths if k != key and self._matches(k, key)]:
             del auths[old]
         entry: dict[str, str] = {}
-        if identity_token:
+        prog = self.helper(key)
+        if prog:
+            user, secret = ("<token>", identity_token) if identity_token else (username, password)
+            try:
+                self._run_helper(prog, "store", json.dumps({"ServerURL": key, "Username": user,
+                                                            "Secret": secret}))
+            except _HelperError as exc:
+                raise InvalidArgument(f"error storing credentials - err: {exc}") from None
+        elif identity_token:
             entry = {"auth": base64.b64encode(f"{username}:".encode()).decode(),
                      "identitytoken": identity_token}
         else:
@@ -139,8 +202,16 @@ class DockerConfig:
         key = server_key(address)
         auths = self._auths()
         gone = [k for k in auths if self._matches(k, key)]
+        prog = self.helper(key)
+        if prog:
+            try:
+                self._run_helper(prog, "erase", key)
+                gone = gone or [key]
+            except _HelperError as exc:
+                if "credentials not found" not in str(exc).lower():
+                    raise InvalidArgument(f"error erasing credentials - err: {exc}") from None
         for k in gone:
-            del auths[k]
+            auths.pop(k, None)
         if gone:
             self.data["auths"] = auths
             self.save()
@@ -161,6 +232,10 @@ class DockerConfig:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
+
+
+class _HelperError(Exception):
+    """A credential helper exited non-zero; the message is what it said."""
 
 
 def encode_auth(auth: dict[str, str]) -> str:
@@ -210,6 +285,7 @@ def main(ctx: Context, argv: list[str], prog: str = "pallet login") -> int:
     token = (result or {}).get("IdentityToken") or ""
     cfg = DockerConfig()
     cfg.store(server, username, password, token)
-    print(f"WARNING! Your password will be stored unencrypted in {cfg.path}.", file=sys.stderr)
+    if not cfg.helper(server):
+        print(f"WARNING! Your password will be stored unencrypted in {cfg.path}.", file=sys.stderr)
     print(result.get("Status") or "Login Succeeded")
     return 0
