@@ -1,6 +1,7 @@
 """Runtime benchmark: pallet-runtime against runc and crun on one busybox bundle.
 
     bench/run runtime --only [--quick] [--reps N] [--warmup N] [--no-hyperfine] [--same-ns] [--no-install]
+                             [--compare NAME=PATH ...]
 
 Measures, for each runtime, with the same config.json (busybox `true`, the secure defaults of
 `python -m pallet.runtime.bundle`: seccomp, capabilities, masked paths, cgroup under
@@ -13,8 +14,10 @@ Measures, for each runtime, with the same config.json (busybox `true`, the secur
   delete   RT --root R delete ID
 
 Runtimes alternate within each round (pallet, runc, crun, pallet, ...) so that drift in the
-machine's state hits all three alike; the first --warmup rounds are thrown away. Every command
-is started the same way (fork, then execve, from this harness) and timed from fork to reaped.
+machine's state hits all three alike (--compare adds more to the rotation, e.g. another build of
+pallet-runtime: `--compare before=/tmp/old/pallet-runtime`); the first --warmup rounds are thrown
+away. Every command is started the same way (fork, then execve, from this harness) and timed
+from fork to reaped.
 
 crun 1.8.1 refuses a hybrid cgroup layout (cgroup v1 with cgroup2 at /sys/fs/cgroup/unified):
 on such a host the harness makes one private mount namespace with that cgroup2 mount unmounted
@@ -188,6 +191,7 @@ class Harness:
 
     def __post_init__(self) -> None:
         self.stderr_path = self.workdir / "stderr.log"
+        self.last_cpu_ms = 0.0  # user+system CPU of the last command and the children it reaped
         self.devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
 
     def spawn(self, argv: list[str], mntns: int = -1) -> tuple[int, int]:
@@ -205,8 +209,9 @@ class Harness:
                 os.execve(argv[0], argv, RUNTIME_ENV)
             finally:
                 os._exit(127)
-        _, status = os.waitpid(pid, 0)
+        _, status, usage = os.wait4(pid, 0)
         elapsed = time.perf_counter_ns() - t0
+        self.last_cpu_ms = (usage.ru_utime + usage.ru_stime) * 1000
         os.close(err)
         return elapsed, os.waitstatus_to_exitcode(status)
 
@@ -253,9 +258,16 @@ def stats(samples: list[float]) -> dict:
     }
 
 
+Samples = dict[str, dict[str, list[float]]]
+
+
 def measure(h: Harness, runtimes: list[Runtime], bundle: str, reps: int, warmup: int,
-            progress) -> dict[str, dict[str, list[float]]]:
-    samples: dict[str, dict[str, list[float]]] = {op: {rt.name: [] for rt in runtimes} for op in OPS}
+            progress) -> tuple[Samples, Samples]:
+    """Wall-clock and CPU milliseconds per operation and runtime. CPU time (getrusage of the
+    command and of the children it reaped: not the container, which the harness reaps) moves
+    far less than wall-clock time when other work shares the machine."""
+    samples: Samples = {op: {rt.name: [] for rt in runtimes} for op in OPS}
+    cpu: Samples = {op: {rt.name: [] for rt in runtimes} for op in OPS}
     pidfile = str(h.workdir / "init.pid")
     rounds = warmup + reps
     for i in range(rounds):
@@ -264,27 +276,32 @@ def measure(h: Harness, runtimes: list[Runtime], bundle: str, reps: int, warmup:
             ms = h.check([*rt.argv, "--version"], rt.mntns)
             if keep:
                 samples["cli"][rt.name].append(ms)
+                cpu["cli"][rt.name].append(h.last_cpu_ms)
         for rt in runtimes:
             ms = h.check([*rt.argv, "--root", rt.root, "run", "-b", bundle, f"run-{i}"], rt.mntns)
             if keep:
                 samples["run"][rt.name].append(ms)
+                cpu["run"][rt.name].append(h.last_cpu_ms)
         for rt in runtimes:
             cid = f"phase-{i}"
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(pidfile)
             t_create = h.check([*rt.argv, "--root", rt.root, "create", "-b", bundle,
                                 "--pid-file", pidfile, cid], rt.mntns)
+            c_create = h.last_cpu_ms
             pid = int(Path(pidfile).read_text().strip())
             t_start = h.check([*rt.argv, "--root", rt.root, "start", cid], rt.mntns)
+            c_start = h.last_cpu_ms
             wait_exit(pid)
             t_delete = h.check([*rt.argv, "--root", rt.root, "delete", cid], rt.mntns)
             if keep:
-                samples["create"][rt.name].append(t_create)
-                samples["start"][rt.name].append(t_start)
-                samples["delete"][rt.name].append(t_delete)
+                for op, t, c in (("create", t_create, c_create), ("start", t_start, c_start),
+                                 ("delete", t_delete, h.last_cpu_ms)):
+                    samples[op][rt.name].append(t)
+                    cpu[op][rt.name].append(c)
         reap_strays()
         progress(i + 1, rounds)
-    return samples
+    return samples, cpu
 
 
 def floor_ms(h: Harness, reps: int) -> float:
@@ -314,18 +331,19 @@ def fmt_cell(s: dict) -> str:
     return f"{s['median_ms']:.1f} ({s['min_ms']:.1f}-{s['max_ms']:.1f})"
 
 
-def markdown_table(results: dict, names: list[str]) -> str:
+def markdown_table(results: dict, names: list[str], key: str = "ops") -> str:
+    """Medians (min-max) per operation and the pallet/peer ratios; key "cpu_ops" for CPU times."""
     peers = [n for n in names if n != "pallet"]
     head = ["operation", *(NAME_TITLES.get(n, n) for n in names), *(f"pallet/{p}" for p in peers)]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for op in OPS:
-        row = results["ops"][op]
+        row = results[key][op]
         cells = [OP_TITLES[op], *(fmt_cell(row[n]) for n in names)]
         for p in peers:
             cells.append(f"{row['pallet']['median_ms'] / row[p]['median_ms']:.2f}x")
         lines.append("| " + " | ".join(cells) + " |")
     hf = results.get("hyperfine") or {}
-    if hf and all(hf.get(n) for n in names):
+    if key == "ops" and hf and all(hf.get(n) for n in names):
         cells = ["run, hyperfine (back to back)",
                  *(f"{hf[n]['median_ms']:.1f} ({hf[n]['min_ms']:.1f}-{hf[n]['max_ms']:.1f})" for n in names),
                  *(f"{hf['pallet']['median_ms'] / hf[p]['median_ms']:.2f}x" for p in peers)]
@@ -386,7 +404,8 @@ def cleanup(h: Harness | None, runtimes: list[Runtime], cgroup_parent: str, work
         if not root.is_dir():
             continue
         for entry in root.iterdir():
-            if entry.is_dir() and h is not None:
+            # Dot-directories are the runtime's own (pallet-runtime's .seccomp cache), not containers.
+            if entry.is_dir() and not entry.name.startswith(".") and h is not None:
                 h.spawn([*rt.argv, "--root", rt.root, "delete", "-f", entry.name], rt.mntns)
                 notes.append(f"force-deleted leftover {rt.name} container {entry.name}")
     reap_strays()
@@ -440,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="run pallet-runtime and runc in crun's private mount namespace too")
     p.add_argument("--no-install", action="store_true", help="do not apt-get install missing peers")
     p.add_argument("--pallet", default=str(REPO / ".venv" / "bin" / "pallet-runtime"))
+    p.add_argument("--compare", action="append", default=[], metavar="NAME=PATH",
+                   help="also measure the runtime at PATH (e.g. another pallet-runtime build) as NAME")
     p.add_argument("--out", default=str(RESULTS), help="directory for the JSON and PNG results")
     a = p.parse_args(argv)
     reps = a.reps or (10 if a.quick else 20)
@@ -476,8 +497,14 @@ def main(argv: list[str] | None = None) -> int:
             if a.same_ns:
                 notes.append("--same-ns: pallet-runtime and runc ran in that namespace too")
         others_ns = crun_ns if a.same_ns else -1
+        extra = []
+        for spec in a.compare:
+            name, sep, path = spec.partition("=")
+            if not sep or not name or name in ("pallet", "runc", "crun"):
+                raise BenchError(f"--compare {spec!r}: want NAME=PATH with a new NAME")
+            extra.append((name, path, others_ns))
         for name, path, ns in (("pallet", a.pallet, others_ns), ("runc", shutil.which("runc"), others_ns),
-                               ("crun", shutil.which("crun"), crun_ns)):
+                               ("crun", shutil.which("crun"), crun_ns), *extra):
             if not path or not os.access(path, os.X_OK):
                 raise BenchError(f"{name}: {path} is not executable")
             root = workdir / f"state-{name}"
@@ -499,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
         gc.disable()
         try:
             floor = floor_ms(h, reps)
-            samples = measure(h, runtimes, bundle, reps, warmup, progress)
+            samples, cpu = measure(h, runtimes, bundle, reps, warmup, progress)
         finally:
             gc.enable()
         print(flush=True)
@@ -525,6 +552,7 @@ def main(argv: list[str] | None = None) -> int:
             "harness_floor_ms": round(floor, 2),
             "runtime_env": RUNTIME_ENV,
             "ops": {op: {n: stats(samples[op][n]) for n in names} for op in OPS},
+            "cpu_ops": {op: {n: stats(cpu[op][n]) for n in names} for op in OPS},
             "ratios": {op: {f"pallet/{p}": round(statistics.median(samples[op]["pallet"])
                                                   / statistics.median(samples[op][p]), 2)
                             for p in names if p != "pallet"} for op in OPS},
@@ -550,6 +578,10 @@ def main(argv: list[str] | None = None) -> int:
               f"harness fork+exec+wait floor (/bin/true): {floor:.2f} ms, included in every number.")
         print()
         print(table)
+        print()
+        print("CPU time (user+system, ms) of each command and the children it reaped, the same runs:")
+        print()
+        print(markdown_table(results, names, "cpu_ops"))
         print()
         for n in notes:
             print(f"note: {n}")

@@ -1,5 +1,8 @@
 """One CgroupManager interface over cgroup v1 and v2, detected through an injectable root.
 
+Paths are str (os.path), and `root` may be a str or a pathlib.Path: pallet-runtime's create and
+delete load this package, and pathlib costs them ~4 ms of imports (docs/design/runtime.md).
+
 `create_cgroup_manager(path)` looks at /sys/fs/cgroup (or the `root` given, a fake tree in unit
 tests): a cgroup.controllers file there means the unified v2 hierarchy; per-controller
 directories mean v1, and a v1 layout with root/unified beside it (hybrid) is driven as v1 since
@@ -9,7 +12,7 @@ cgroup v1 and v2 coexistence" is per controller).
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+import os
 
 from pallet.errors import InvalidArgument, NotSupported
 
@@ -20,6 +23,7 @@ TYPE_CHECKING = False  # mypy treats this name as typing's
 if TYPE_CHECKING:
     from typing import Any
 
+    from pallet.cgroups.cgroupfs import StrPath
     from pallet.cgroups.interface import CgroupManager
     from pallet.cgroups.stats import BlkioEntry, BlkioStats, CpuStats, MemoryStats, PidsStats, Stats
 
@@ -44,36 +48,37 @@ V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "b
                   "hugetlb", "net_cls", "net_prio", "perf_event", "rdma", "misc")
 
 
-def detect_version(root: Path = Path("/sys/fs/cgroup")) -> int:
+def detect_version(root: StrPath = "/sys/fs/cgroup") -> int:
     """2 for a unified hierarchy at root, 1 for v1 or hybrid."""
-    if (root / "cgroup.controllers").exists():
+    if os.path.exists(os.path.join(root, "cgroup.controllers")):
         return 2
     if v1_hierarchies(root):
         return 1
     raise NotSupported(f"no cgroup hierarchy found under {root}")
 
 
-def v1_hierarchies(root: Path) -> dict[str, Path]:
+def v1_hierarchies(root: StrPath) -> dict[str, str]:
     """Controller name -> directory of its v1 hierarchy under root.
 
     A hierarchy may carry several controllers ("cpu,cpuacct", with "cpu" and "cpuacct" symlinks
     beside it) or one each (cpu and cpuacct mounted separately); both spell the same map.
     """
-    found: dict[str, Path] = {}
+    found: dict[str, str] = {}
+    root = os.fspath(root)
     try:
-        entries = sorted(root.iterdir())
+        names = sorted(os.listdir(root))
     except OSError:
         return found
-    for entry in entries:
-        if entry.name == "unified" or not (entry / "cgroup.procs").exists():
+    for entry in names:
+        if entry == "unified" or not os.path.exists(os.path.join(root, entry, "cgroup.procs")):
             continue
-        for name in entry.name.split(","):
+        for name in entry.split(","):
             if name in V1_CONTROLLERS:
-                found.setdefault(name, entry)
+                found.setdefault(name, os.path.join(root, entry))
     return found
 
 
-def relative_path(path: str) -> PurePosixPath:
+def relative_path(path: str) -> str:
     """The cgroup path below a hierarchy root; refuses the root itself and any "..".
 
     OCI linux.cgroupsPath is absolute to the hierarchy root; a relative one is taken the same
@@ -81,14 +86,12 @@ def relative_path(path: str) -> PurePosixPath:
     """
     if not isinstance(path, str) or not path.strip("/"):
         raise InvalidArgument(f"linux.cgroupsPath: {path!r} does not name a cgroup below the root")
-    rel = PurePosixPath(path.lstrip("/"))
-    # PurePosixPath drops "." silently; look at the parts as written.
     if any(part in ("..", ".") for part in path.split("/")) or "\0" in path:
         raise InvalidArgument(f"linux.cgroupsPath: {path!r} must not contain '.' or '..'")
-    return rel
+    return "/".join(part for part in path.split("/") if part)  # as PurePosixPath spelled it
 
 
-def create_cgroup_manager(path: str, root: Path = Path("/sys/fs/cgroup"),
+def create_cgroup_manager(path: str, root: StrPath = "/sys/fs/cgroup",
                           syscalls: Any = None) -> CgroupManager:
     """The manager for cgroup `path` on the host whose cgroupfs is mounted at root.
 

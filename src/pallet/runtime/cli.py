@@ -7,9 +7,7 @@ look for them) and exit with status 1, as runc does.
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import sys
 import time
 
@@ -31,7 +29,9 @@ class _Log:
     def write(self, level: str, msg: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         if self.path:
-            line = (json.dumps({"level": level, "msg": msg, "time": stamp}) if self.fmt == "json"
+            from pallet.runtime import jsonio
+
+            line = (jsonio.dumps({"level": level, "msg": msg, "time": stamp}) if self.fmt == "json"
                     else f'time="{stamp}" level={level} msg="{msg}"')
             try:
                 with open(self.path, "a") as f:
@@ -54,6 +54,8 @@ def parse_signal(value: str) -> int:
         return int(v)
     if not v.startswith("SIG"):
         v = "SIG" + v
+    import signal  # only `kill` names signals; signal.py builds its enums on import (~1 ms)
+
     try:
         return int(signal.Signals[v])
     except KeyError:

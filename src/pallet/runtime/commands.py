@@ -1,20 +1,23 @@
-"""One function per pallet-runtime command: parse what argparse gave, call Runtime, print."""
+"""One function per pallet-runtime command: parse what argparse gave, call Runtime, print.
+
+Imported by every command: it keeps to C modules and pallet's own (jsonio, not json; _signal, not
+signal; try/except, not contextlib), see docs/design/runtime.md "Start-up".
+"""
 
 from __future__ import annotations
 
-import contextlib
-import json
+import _signal  # the C module: signal.py builds enums of every constant on import (~1 ms)
 import os
-import signal
 import sys
 import time
 
 from pallet.errors import InvalidArgument, NotFound
+from pallet.runtime import jsonio
 from pallet.runtime.cli import parse_bytes, parse_signal
 
 
 def _print_json(obj) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+    sys.stdout.write(jsonio.dumps(obj, indent=2) + "\n")
 
 
 def cmd_create(args, log, runtime) -> int:
@@ -61,8 +64,10 @@ def cmd_run(args, log, runtime) -> int:
         try:
             rt.start(args.id)
         except BaseException:
-            with contextlib.suppress(Exception):
+            try:
                 rt.delete(args.id, force=True)
+            except Exception:  # the start failure is the error to report
+                pass
             raise
         if args.detach:
             return 0
@@ -84,20 +89,21 @@ def cmd_run(args, log, runtime) -> int:
 
 def _wants_terminal(bundle: str) -> bool:
     try:
-        with open(os.path.join(bundle, "config.json")) as f:
-            return bool(json.load(f).get("process", {}).get("terminal"))
+        return bool(jsonio.load_file(os.path.join(bundle, "config.json")).get("process", {}).get("terminal"))
     except (OSError, ValueError):
         return False
 
 
 def _forward_signals(pid: int) -> None:
     def forward(signum, _frame):
-        with contextlib.suppress(ProcessLookupError):
+        try:
             os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-                signal.SIGUSR2, signal.SIGWINCH):
-        signal.signal(sig, forward)
+    for sig in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGUSR1,
+                _signal.SIGUSR2, _signal.SIGWINCH):
+        _signal.signal(sig, forward)
 
 
 def _proxy_pty(master: int, pid: int) -> None:
@@ -109,10 +115,12 @@ def _proxy_pty(master: int, pid: int) -> None:
     saved = termios.tcgetattr(0) if stdin_tty else None
     if stdin_tty:
         tty.setraw(0, termios.TCSANOW)  # not TCSAFLUSH (the default): it drops what was typed ahead
-        with contextlib.suppress(OSError):
-            import fcntl
+        import fcntl
 
+        try:
             fcntl.ioctl(master, termios.TIOCSWINSZ, fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 8))
+        except OSError:
+            pass  # no window size to copy
     fds = [master, 0]
     try:
         while True:
@@ -175,7 +183,7 @@ def cmd_list(args, log, runtime) -> int:
         for s in states:
             print(s["id"])
     elif args.format == "json":
-        sys.stdout.write(json.dumps(states) + "\n")
+        sys.stdout.write(jsonio.dumps(states) + "\n")
     else:
         print(f"{'ID':<20} {'PID':<8} {'STATUS':<10} {'BUNDLE':<40} {'CREATED':<32} OWNER")
         for s in states:
@@ -189,7 +197,7 @@ def cmd_ps(args, log, runtime) -> int:
 
     pids = runtime(args, log).pids(args.id)
     if args.format == "json":
-        sys.stdout.write(json.dumps(pids) + "\n")
+        sys.stdout.write(jsonio.dumps(pids) + "\n")
         return 0
     ps_args = [a for a in args.ps_args if a != "--"] or ["-ef"]
     out = subprocess.run(["ps", *ps_args], capture_output=True, text=True, check=True).stdout.splitlines()
@@ -214,8 +222,7 @@ def cmd_exec(args, log, runtime) -> int:
     rt = runtime(args, log)
     st = rt.store.load(args.id)
     if args.process:
-        with open(args.process) as f:
-            process = json.load(f)
+        process = jsonio.load_file(args.process)
     else:
         if not args.args:
             raise InvalidArgument("exec: give a command or --process")
@@ -276,10 +283,9 @@ def cmd_exec(args, log, runtime) -> int:
 def cmd_update(args, log, runtime) -> int:
     if args.resources:
         if args.resources == "-":
-            resources = json.load(sys.stdin)
+            resources = jsonio.loads(sys.stdin.read())
         else:
-            with open(args.resources) as f:
-                resources = json.load(f)
+            resources = jsonio.load_file(args.resources)
     else:
         resources = {}
         mem = {}
@@ -341,9 +347,9 @@ def cmd_events(args, log, runtime) -> int:
         except Exception:
             return 0
         if last_oom is not None and stats.memory.oom_kill > last_oom:
-            sys.stdout.write(json.dumps({"type": "oom", "id": args.id}) + "\n")
+            sys.stdout.write(jsonio.dumps({"type": "oom", "id": args.id}) + "\n")
         last_oom = stats.memory.oom_kill
-        sys.stdout.write(json.dumps(_stats_event(args.id, stats)) + "\n")
+        sys.stdout.write(jsonio.dumps(_stats_event(args.id, stats)) + "\n")
         sys.stdout.flush()
         time.sleep(interval)
 
@@ -357,6 +363,8 @@ def cmd_spec(args, log, runtime) -> int:
     spec = default_spec()
     if args.rootless:
         spec = rootless(spec, os.getuid(), os.getgid())
+    import json  # runc's tab indentation; `spec` is not on any engine's hot path
+
     with open(path, "w") as f:
         json.dump(spec, f, indent="\t")
         f.write("\n")

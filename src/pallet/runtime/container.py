@@ -7,21 +7,35 @@ through create undoes what was done: no cgroup, state directory or process is le
 
 from __future__ import annotations
 
+import _signal  # the C module: signal.py builds enums of every constant on import (~1 ms)
 import builtins
-import contextlib
-import json
 import os
 import pwd
 import select
-import signal
 import time
 
 from pallet.errors import Conflict, InvalidArgument, NotFound, PalletError
 from pallet.oci.runtime_spec import NAMESPACES, validate_config, validate_process
+from pallet.runtime import jsonio
 from pallet.runtime.state import ContainerState, StateStore, oci_state, proc_start_time, status_of
-from pallet.runtime.sync import SyncError
 from pallet.syscalls import flags as F
 from pallet.syscalls import real
+
+
+class _suppress:
+    """contextlib.suppress without contextlib, whose import (collections, functools) costs ~1.5 ms
+    of every command; the same semantics: exceptions of the given types end the block silently."""
+
+    __slots__ = ("_types",)
+
+    def __init__(self, *types: type[BaseException]) -> None:
+        self._types = types
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, _exc, _tb) -> bool:
+        return exc_type is not None and issubclass(exc_type, self._types)
 
 
 class CreateOptions:
@@ -68,11 +82,9 @@ class Runtime:
         return self._sys
 
     def _cgroup(self, path: str):
-        from pathlib import Path
-
         from pallet.cgroups import create_cgroup_manager
 
-        return create_cgroup_manager(path, root=Path(self.cgroup_root))
+        return create_cgroup_manager(path, root=self.cgroup_root)
 
     # -- create ------------------------------------------------------------------------------
     def create(self, cid: str, opts: CreateOptions) -> ContainerState:
@@ -86,25 +98,37 @@ class Runtime:
         if "process" not in config:
             raise InvalidArgument("process: required for create")
         cg = self._cgroup(cgroup_path_for(linux, cid))
-        warm = _warm_cgroup(cg)
+        from pallet.runtime.rootfs import device_rules
+
+        if "resources" in linux or linux.get("devices"):
+            linux.setdefault("resources", {})["devices"] = device_rules(linux)
+        resources = linux.get("resources") or {}
+        cg.validate(resources)  # before anything is written
+        created = not cg.exists()
+        warm = None
         try:
+            if created:
+                # Our own cgroup: make (and seed) its directories first (set({}) writes no limit),
+                # so that the limits go in below while the warm child waits to join it.
+                cg.set({})
+            warm = _warm_cgroup(cg)
+            if created:
+                cg.set(resources)
+                warm.resources_set = True
             return self._create(cid, opts, bundle, config, linux, rootfs, cg, warm)
         except BaseException:
-            if warm.pid:
+            if warm is not None:
                 warm.reap()
-            if warm.created:
-                with contextlib.suppress(PalletError, OSError):
+            if created:
+                with _suppress(PalletError, OSError):
                     cg.destroy()
             raise
 
     def _create(self, cid: str, opts: CreateOptions, bundle: str, config: dict, linux: dict, rootfs: str,
                 cg, warm: _WarmCgroup) -> ContainerState:
         from pallet.runtime import init as initmod
-        from pallet.runtime.rootfs import Rootfs, device_rules
+        from pallet.runtime.rootfs import Rootfs
 
-        if "resources" in linux or linux.get("devices"):
-            linux.setdefault("resources", {})["devices"] = device_rules(linux)
-        cg.validate(linux.get("resources") or {})
         self._validate_security(config["process"], linux)
         if _new_flags(linux) & F.CLONE_NEWUSER:
             # Root in a new user namespace is an unprivileged host uid: it cannot create mount points
@@ -146,7 +170,7 @@ class Runtime:
             raise
         finally:
             for _, fd in join_fds:
-                with contextlib.suppress(OSError):
+                with _suppress(OSError):
                     os.close(fd)
             if console is not None:
                 console.close()
@@ -159,7 +183,7 @@ class Runtime:
         from pallet.runtime import init as initmod
         from pallet.runtime.hooks import prepare as prepare_hooks
         from pallet.runtime.hooks import run_hooks
-        from pallet.runtime.sync import Channel
+        from pallet.runtime.sync import Channel, SyncError  # _socket: create and exec only
 
         prepare_hooks(plan.config.get("hooks") or {})
         parent, child = Channel.pair()
@@ -171,8 +195,9 @@ class Runtime:
         try:
             if warm is not None:
                 warm.reap()  # its move made the kernel's next ones cheap
+            if warm is None or not warm.resources_set:
+                cg.set(linux.get("resources") or {})  # limits in force before the init joins
             cg.apply(stage1_pid)
-            cg.set(linux.get("resources") or {})
             parent.send("go")
             msg, _ = parent.recv()
             if msg["type"] == "userns":
@@ -206,11 +231,11 @@ class Runtime:
             return pid
         except BaseException:
             if st.pid:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(st.pid, signal.SIGKILL)
+                with _suppress(ProcessLookupError):
+                    os.kill(st.pid, _signal.SIGKILL)
             if stage1_pid:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(stage1_pid, signal.SIGKILL)
+                with _suppress(ProcessLookupError):
+                    os.kill(stage1_pid, _signal.SIGKILL)
                 _reap(stage1_pid)
             raise
         finally:
@@ -219,10 +244,10 @@ class Runtime:
     def _undo_create(self, st: ContainerState, pid: int, cg) -> None:
         if st.pid:
             _wait_gone(st.pid, st.pid_start)
-        with contextlib.suppress(PalletError, OSError):
+        with _suppress(PalletError, OSError):
             for p in cg.pids():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(p, signal.SIGKILL)
+                with _suppress(ProcessLookupError):
+                    os.kill(p, _signal.SIGKILL)
             _wait_cgroup_empty(cg)
             cg.destroy()
         self.store.remove(st.id)
@@ -286,7 +311,7 @@ class Runtime:
                     raise Conflict(f"container {cid!r}: init process exited before start")
         finally:
             os.close(fd)
-            with contextlib.suppress(FileNotFoundError):
+            with _suppress(FileNotFoundError):
                 os.unlink(fifo)
         hooks = st.config.get("hooks") or {}
         if hooks.get("poststart"):
@@ -295,7 +320,7 @@ class Runtime:
             try:
                 run_hooks("poststart", hooks["poststart"], oci_state(st, "running"))
             except PalletError:
-                self.kill(cid, signal.SIGKILL, all_processes=True)
+                self.kill(cid, _signal.SIGKILL, all_processes=True)
                 raise
 
     # -- queries -----------------------------------------------------------------------------
@@ -315,7 +340,7 @@ class Runtime:
     def list_states(self) -> list[dict]:
         out = []
         for cid in self.store.list():
-            with contextlib.suppress(NotFound):
+            with _suppress(NotFound):
                 out.append(self.state(cid))
         return out
 
@@ -331,10 +356,10 @@ class Runtime:
             raise Conflict("container not running")
         if all_processes:
             cg = self._cgroup(st.cgroup_path)
-            if sig == signal.SIGKILL and status == "paused":
+            if sig == _signal.SIGKILL and status == "paused":
                 pass  # a frozen task still dies of SIGKILL once thawed; thaw below
             for p in cg.pids():
-                with contextlib.suppress(ProcessLookupError):
+                with _suppress(ProcessLookupError):
                     os.kill(p, sig)
             if status == "paused":
                 cg.thaw()
@@ -348,16 +373,16 @@ class Runtime:
             raise Conflict(f"cannot delete container {cid} that is not stopped: {status}")
         cg = self._cgroup(st.cgroup_path)
         if status != "stopped":
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(st.pid, signal.SIGKILL)
-        with contextlib.suppress(PalletError, OSError):
+            with _suppress(ProcessLookupError):
+                os.kill(st.pid, _signal.SIGKILL)
+        with _suppress(PalletError, OSError):
             for p in cg.pids():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(p, signal.SIGKILL)
+                with _suppress(ProcessLookupError):
+                    os.kill(p, _signal.SIGKILL)
             if status == "paused":
                 cg.thaw()
         _wait_gone(st.pid, st.pid_start)
-        with contextlib.suppress(PalletError, OSError):
+        with _suppress(PalletError, OSError):
             _wait_cgroup_empty(cg)
         cg.destroy()
         hooks = st.config.get("hooks") or {}
@@ -402,7 +427,7 @@ class Runtime:
              pid_file: str | None = None, preserve_fds: int = 0, subreaper: bool | None = None) -> int:
         """Run `process` in the container; return its pid (detach) or wait and return its status."""
         from pallet.runtime import init as initmod
-        from pallet.runtime.sync import Channel
+        from pallet.runtime.sync import Channel, SyncError  # _socket: create and exec only
 
         st = self.store.load(cid)
         status = self.status(st)
@@ -461,8 +486,8 @@ class Runtime:
         except BaseException:
             for p in (stage1_pid, pid):
                 if p:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(p, signal.SIGKILL)
+                    with _suppress(ProcessLookupError):
+                        os.kill(p, _signal.SIGKILL)
             if stage1_pid:
                 _reap(stage1_pid)
             if pid and not detach:
@@ -480,11 +505,10 @@ class Runtime:
     def _load_config(self, bundle: str) -> dict:
         path = os.path.join(bundle, "config.json")
         try:
-            with open(path) as f:
-                config = json.load(f)
+            config = jsonio.load_file(path)
         except FileNotFoundError:
             raise NotFound(f"bundle {bundle}: config.json not found") from None
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:  # json.JSONDecodeError, or not UTF-8
             raise InvalidArgument(f"{path}: invalid JSON: {exc}") from exc
         validate_config(config)
         return config
@@ -551,7 +575,7 @@ def _compile_seccomp(linux: dict, cache_dir: str | None = None):
     from pallet.syscalls import seccomp as scmp
 
     scmp._libc()  # load it now: the init calls seccomp(2) through it after pivot_root
-    key = sha256(json.dumps([linux["seccomp"], scmp.version()], sort_keys=True).encode()).hexdigest()
+    key = sha256(jsonio.dumps([linux["seccomp"], scmp.version()], sort_keys=True).encode()).hexdigest()
     path = os.path.join(cache_dir, key) if cache_dir else None
     if path:
         try:
@@ -691,41 +715,38 @@ def _write_atomic(path: str, text: str) -> None:
 
 
 class _WarmCgroup:
-    """A throwaway child that creates the container's cgroup and joins it while the runtime goes on.
+    """A throwaway child that joins the container's cgroup while the runtime goes on.
 
     Moving a task between cgroups takes cgroup_threadgroup_rwsem for writing, and the first
     writer after a quiet spell waits for an RCU grace period (rcu_sync_enter; kernel/cgroup/
     cgroup.c, kernel/rcu/sync.c): 7-25 ms on this machine, the biggest single cost of `create`.
     Writers within about one grace period of the last one do not wait. So this child pays the
-    wait on the other CPU while the runtime validates the config and compiles seccomp, and the
-    real move of the init (`apply` in _spawn) comes inside that window and takes ~0.1 ms.
-    `created`: the cgroup did not exist before (create undoes it on failure).
+    wait on the other CPU while the runtime writes the limits, validates the rest of the config
+    and compiles seccomp, and the real move of the init (`apply` in _spawn) comes inside that
+    window and takes ~0.1 ms.
+
+    The runtime writes the limits (~2.5 ms, mostly the devices rules) during that wait only into
+    a cgroup it creates (`resources_set`); an existing cgroup is left alone until the whole
+    config has been checked, and gets its limits in _spawn.
     """
 
-    __slots__ = ("created", "pid")
+    __slots__ = ("pid", "resources_set")
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        self.created = False
+        self.resources_set = False
 
     def reap(self) -> None:
-        if not self.pid:
-            return
-        _pid, status = os.waitpid(self.pid, 0)
-        self.pid = 0
-        self.created = os.WIFEXITED(status) and os.WEXITSTATUS(status) in (0, 3)
+        if self.pid:
+            os.waitpid(self.pid, 0)  # its exit status does not matter: apply() in _spawn reports
+            self.pid = 0
 
 
 def _warm_cgroup(cg) -> _WarmCgroup:
     pid = os.fork()
     if pid == 0:
-        code = 2
         try:
-            existed = cg.exists()
-            code = 3 if not existed else 2
             cg.apply(os.getpid())
-            code = 1 if existed else 0
         finally:
-            os._exit(code)
+            os._exit(0)
     return _WarmCgroup(pid)
-

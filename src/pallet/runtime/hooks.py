@@ -7,10 +7,10 @@ A failing hook fails the operation, except poststop, whose failures are only war
 
 from __future__ import annotations
 
-import json
 import os
 
 from pallet.errors import PalletError
+from pallet.runtime import jsonio
 
 
 class HookError(PalletError):
@@ -30,7 +30,7 @@ def run_hooks(kind: str, hooks: list[dict], state: dict) -> None:
         return
     import subprocess
 
-    payload = json.dumps(state).encode()
+    payload = jsonio.dumps(state).encode()
     for i, hook in enumerate(hooks):
         args = hook.get("args") or [hook["path"]]
         env = dict(e.split("=", 1) for e in hook.get("env", []) if "=" in e)

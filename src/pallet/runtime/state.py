@@ -6,16 +6,17 @@ Layout, version 1:
     <root>/<id>/exec.fifo    present from create until start (the init blocks writing to it)
 state.json is written atomically (temp + fsync + rename). The status is not stored: it is read
 from the kernel each time (is the pid alive with the same start time, is the fifo still there,
-is the cgroup frozen), so a crash at any moment cannot leave a stale status behind.
+is the cgroup frozen), so a crash at any moment cannot leave a stale status behind. It is plain
+JSON for any reader; the runtime reads and writes it through jsonio (no `json` import).
 """
 
 from __future__ import annotations
 
-import json
 import os
 
 from pallet.errors import AlreadyExists, NotFound
 from pallet.oci.runtime_spec import OCI_VERSION, check_id
+from pallet.runtime import jsonio
 
 STATE_VERSION = 1
 DEFAULT_ROOT = "/run/pallet-runtime"
@@ -82,15 +83,14 @@ class StateStore:
         d = self.dir(st.id)
         tmp = os.path.join(d, "state.json.tmp")
         with open(tmp, "w") as f:
-            json.dump({"version": STATE_VERSION, **st.to_dict()}, f)
+            f.write(jsonio.dumps({"version": STATE_VERSION, **st.to_dict()}))
             f.flush()
             os.fsync(f.fileno())
         os.rename(tmp, os.path.join(d, "state.json"))
 
     def load(self, cid: str) -> ContainerState:
         try:
-            with open(os.path.join(self.dir(cid), "state.json")) as f:
-                data = json.load(f)
+            data = jsonio.load_file(os.path.join(self.dir(cid), "state.json"))
         except FileNotFoundError:
             raise NotFound(f"container {cid!r} does not exist") from None
         data.pop("version", None)

@@ -1,6 +1,7 @@
 """The sync-pipe protocol between pallet-runtime and the processes it forks.
 
-A SOCK_SEQPACKET socketpair: one JSON object per message, file descriptors riding along as
+A SOCK_SEQPACKET socketpair: one JSON object per message (jsonio: the init uses it after
+pivot_root, where no module can be imported any more), file descriptors riding along as
 SCM_RIGHTS. Message types: go, userns, mapped, ns-ready, ns-ack (idmapped mount fds), pid, continue, hook,
 hook-done, created, error.
 The child side uses it between fork and execve, so it does nothing but send and receive.
@@ -9,10 +10,10 @@ The child side uses it between fork and execve, so it does nothing but send and 
 from __future__ import annotations
 
 import _socket  # the C module: socket.py costs ~2 ms of imports (enum conversions, selectors)
-import json
 import struct
 
 from pallet.errors import PalletError
+from pallet.runtime import jsonio
 
 MAX_MSG = 65536
 
@@ -47,7 +48,7 @@ class Channel:
         return cls(a), cls(b)
 
     def send(self, mtype: str, fds: list[int] | None = None, **fields) -> None:
-        data = json.dumps({"type": mtype, **fields}).encode()
+        data = jsonio.dumps({"type": mtype, **fields}).encode()
         if fds:
             send_fds(self.sock, data, fds)
         else:
@@ -58,7 +59,7 @@ class Channel:
         if not data:
             raise SyncError("container setup process exited before finishing" if expect is None
                             else f"container setup process exited while runtime waited for {expect!r}")
-        msg = json.loads(data)
+        msg = jsonio.loads(data.decode())
         if msg.get("type") == "error":
             raise SyncError(msg.get("message", "unknown error in container setup"))
         if expect is not None and msg.get("type") != expect:

@@ -47,7 +47,7 @@ def _missing(feature: str) -> str | None:
         if detect_version(ROOT) == 2:
             return None
         mem = v1_hierarchies(ROOT).get("memory")
-        ok = mem is not None and (mem / "memory.memsw.limit_in_bytes").exists()
+        ok = mem is not None and os.path.exists(os.path.join(mem, "memory.memsw.limit_in_bytes"))
         return None if ok else "no swap accounting (memory.memsw.*)"
     if feature.startswith("cmd:"):
         name = feature.split(":", 1)[1]

@@ -243,7 +243,9 @@ def test_stats_parse_from_the_real_files(cgroup, children, requires):
     assert stats.cpu.user_ns + stats.cpu.system_ns > 0
     if cgroup.version == 1:
         assert len(stats.cpu.per_cpu_ns) == os.cpu_count()
-        assert sum(stats.cpu.per_cpu_ns) == stats.cpu.total_ns
+        # Two files read one after the other while the process lives: usage_percpu, read second,
+        # may have grown by the few microseconds the idle process spent in between.
+        assert 0 <= sum(stats.cpu.per_cpu_ns) - stats.cpu.total_ns < 10_000_000
 
 
 def test_validate_refuses_what_this_version_lacks(cgroup):

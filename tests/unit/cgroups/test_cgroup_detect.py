@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from fake_cgroupfs import make_v1, make_v2, populate_v2
 
@@ -20,14 +22,15 @@ def test_v1_hybrid_with_separate_cpu_and_cpuacct(tmp_path):
     assert (root / "unified" / "cgroup.controllers").exists()  # hybrid: still v1
     assert detect_version(root) == 1
     found = v1_hierarchies(root)
-    assert found["cpu"] == root / "cpu" and found["cpuacct"] == root / "cpuacct"
+    assert found["cpu"] == str(root / "cpu") and found["cpuacct"] == str(root / "cpuacct")
     assert "systemd" not in found and "unified" not in found
 
 
 def test_v1_combined_cpu_cpuacct(tmp_path):
     root = make_v1(tmp_path, combined=True)
     found = v1_hierarchies(root)
-    assert found["cpu"].resolve() == found["cpuacct"].resolve() == (root / "cpu,cpuacct").resolve()
+    shared = (root / "cpu,cpuacct").resolve()
+    assert Path(found["cpu"]).resolve() == Path(found["cpuacct"]).resolve() == shared
     manager = create_cgroup_manager("/pallet/x", root=root)
     manager.apply(42)
     # One write for the shared hierarchy, not two.

@@ -46,7 +46,7 @@ def test_read_helpers(tmp_path):
 def test_make_dirs_reports_each_new_level_top_down(tmp_path):
     made = []
     fs.make_dirs(tmp_path / "a" / "b" / "c", on_create=made.append)
-    assert made == [tmp_path / "a", tmp_path / "a" / "b", tmp_path / "a" / "b" / "c"]
+    assert made == [str(tmp_path / "a"), str(tmp_path / "a" / "b"), str(tmp_path / "a" / "b" / "c")]
     fs.make_dirs(tmp_path / "a" / "b" / "c", on_create=made.append)
     assert len(made) == 3
 

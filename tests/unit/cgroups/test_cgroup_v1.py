@@ -288,15 +288,14 @@ def test_destroy_removes_only_the_cgroup_and_below(mgr, v1_root):
 
 def test_destroy_busy_cgroup_is_a_conflict(mgr, v1_root, monkeypatch):
     import errno
-    from pathlib import Path
 
     from pallet.cgroups import cgroupfs
 
     mgr.apply(10)
 
-    def busy(self):
+    def busy(path):
         raise OSError(errno.EBUSY, "Device or resource busy")
 
-    monkeypatch.setattr(Path, "rmdir", busy)
+    monkeypatch.setattr(cgroupfs.os, "rmdir", busy)
     with pytest.raises(Conflict, match="still has processes"):
         cgroupfs.remove_tree(v1_root / "pids" / "pallet" / "c1", timeout=0.05)

@@ -6,13 +6,10 @@ pid to cgroup.procs in each; limits go to the hierarchy that owns the controller
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+import os
 
 from pallet.cgroups import cgroupfs as fs
-from pallet.cgroups import hugetlb, pids, resources
-from pallet.cgroups.devices import parse_rules
-from pallet.cgroups.resources import section
-from pallet.cgroups.v1 import blkio, cpu, cpuset, devices, freezer, memory, net
+from pallet.cgroups.v1 import cpuset, freezer
 from pallet.errors import NotSupported
 
 TYPE_CHECKING = False  # the stats dataclasses load only when stats are read (start-up cost)
@@ -27,33 +24,39 @@ class V1Manager:
 
     version = 1
 
-    def __init__(self, path: str, rel: PurePosixPath, hierarchies: dict[str, Path]) -> None:
+    def __init__(self, path: str, rel: str, hierarchies: dict[str, str]) -> None:
         self.path = path
         self._rel = rel
         self._hierarchies = hierarchies
 
     # -- where things are
 
-    def _dir(self, controller: str) -> Path | None:
+    def _dir(self, controller: str) -> str | None:
         base = self._hierarchies.get(controller)
-        return None if base is None else base / self._rel
+        return None if base is None else os.path.join(base, self._rel)
 
-    def _need(self, controller: str, field: str) -> Path:
+    def _need(self, controller: str, field: str) -> str:
         d = self._dir(controller)
         if d is None:
             raise NotSupported(f"{P}.{field}: the {controller} controller is not mounted on this host")
         return d
 
-    def _all_dirs(self) -> list[Path]:
+    def _all_dirs(self) -> list[str]:
         """One directory per hierarchy: cpu and cpuacct may share one."""
-        seen: dict[Path, Path] = {}
+        seen: dict[str, str] = {}
         for base in self._hierarchies.values():
-            seen.setdefault(base.resolve(), base / self._rel)
+            seen.setdefault(os.path.realpath(base), os.path.join(base, self._rel))
         return list(seen.values())
 
     # -- CgroupManager
 
     def validate(self, resources_: dict) -> None:
+        # The controllers' modules load here and in set(): `delete`, `state` and `kill` need
+        # none of them (start-up cost, docs/design/runtime.md).
+        from pallet.cgroups import resources
+        from pallet.cgroups.resources import section
+        from pallet.cgroups.v1 import memory
+
         resources.check(resources_)
         mem = section(resources_, "memory")
         if _memory_requested(mem):
@@ -83,15 +86,20 @@ class V1Manager:
     def _create(self) -> None:
         cpuset_base = self._hierarchies.get("cpuset")
         for d in self._all_dirs():
-            seed = cpuset_base is not None and d.is_relative_to(cpuset_base)
+            seed = cpuset_base is not None and d.startswith(cpuset_base + "/")
             fs.make_dirs(d, on_create=cpuset.seed_from_parent if seed else None)
 
     def apply(self, pid: int) -> None:
         self._create()
         for d in self._all_dirs():
-            fs.write(d / "cgroup.procs", pid)
+            fs.write(os.path.join(d, "cgroup.procs"), pid)
 
     def set(self, resources_: dict) -> None:
+        from pallet.cgroups import hugetlb, pids
+        from pallet.cgroups.devices import parse_rules
+        from pallet.cgroups.resources import section
+        from pallet.cgroups.v1 import blkio, cpu, devices, memory, net
+
         self.validate(resources_)
         self._create()
         cpu_ = section(resources_, "cpu")
@@ -123,20 +131,22 @@ class V1Manager:
             net.set_priorities(self._need("net_prio", "network"), network["priorities"])
 
     def stats(self) -> Stats:
+        from pallet.cgroups import pids
         from pallet.cgroups.stats import BlkioStats, CpuStats, MemoryStats, PidsStats, Stats
+        from pallet.cgroups.v1 import blkio, cpu, memory
 
         mem = self._dir("memory")
         blk = self._dir("blkio")
         pid_dir = self._dir("pids")
         cpu_dir, cpuacct_dir = self._dir("cpu"), self._dir("cpuacct")
         return Stats(
-            memory=memory.stats(mem) if mem and mem.is_dir() else MemoryStats(),
+            memory=memory.stats(mem) if mem and os.path.isdir(mem) else MemoryStats(),
             cpu=cpu.stats(cpu_dir, cpuacct_dir) if cpu_dir or cpuacct_dir else CpuStats(),
-            blkio=blkio.stats(blk) if blk and blk.is_dir() else BlkioStats(),
-            pids=pids.stats(pid_dir) if pid_dir and pid_dir.is_dir() else PidsStats(),
+            blkio=blkio.stats(blk) if blk and os.path.isdir(blk) else BlkioStats(),
+            pids=pids.stats(pid_dir) if pid_dir and os.path.isdir(pid_dir) else PidsStats(),
         )
 
-    def _freezer(self) -> Path:
+    def _freezer(self) -> str:
         d = self._dir("freezer")
         if d is None:
             raise NotSupported("cannot freeze or thaw: the freezer controller is not mounted on this host")
@@ -150,7 +160,7 @@ class V1Manager:
 
     def frozen(self) -> bool:
         d = self._dir("freezer")
-        return d is not None and d.is_dir() and freezer.state(d) == "FROZEN"
+        return d is not None and os.path.isdir(d) and freezer.state(d) == "FROZEN"
 
     def pids(self) -> list[int]:
         # Every hierarchy holds every process; pids or freezer are the usual, any will do.
@@ -162,7 +172,7 @@ class V1Manager:
         return fs.read_pids(dirs[0]) if dirs else []
 
     def exists(self) -> bool:
-        return any(d.is_dir() for d in self._all_dirs())
+        return any(os.path.isdir(d) for d in self._all_dirs())
 
     def destroy(self) -> None:
         for d in self._all_dirs():

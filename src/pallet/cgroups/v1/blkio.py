@@ -7,7 +7,7 @@ the two files that exists takes the weight.
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 from pallet.cgroups import cgroupfs as fs
 from pallet.errors import NotSupported
@@ -24,15 +24,15 @@ _THROTTLE = {
 }
 
 
-def _first(d: Path, names: tuple[str, ...], field: str) -> Path:
+def _first(d: str, names: tuple[str, ...], field: str) -> str:
     for name in names:
-        if (d / name).exists():
-            return d / name
+        if os.path.exists(os.path.join(d, name)):
+            return os.path.join(d, name)
     raise NotSupported(f"linux.resources.blockIO.{field}: no IO scheduler with weights "
                        f"(none of {', '.join(names)}); is BFQ the disk's scheduler?")
 
 
-def set(d: Path, blk: dict) -> None:
+def set(d: str, blk: dict) -> None:
     if blk.get("weight"):
         fs.write(_first(d, ("blkio.weight", "blkio.bfq.weight"), "weight"), blk["weight"])
     if blk.get("leafWeight"):
@@ -48,7 +48,7 @@ def set(d: Path, blk: dict) -> None:
     for key, name in _THROTTLE.items():
         for entry in blk.get(key) or []:
             # blkio-controller.rst: a rate of 0 removes the device's limit.
-            fs.write(d / name, f"{entry['major']}:{entry['minor']} {entry['rate']}")
+            fs.write(os.path.join(d, name), f"{entry['major']}:{entry['minor']} {entry['rate']}")
 
 
 def parse_entries(text: str) -> list[BlkioEntry]:
@@ -65,7 +65,7 @@ def parse_entries(text: str) -> list[BlkioEntry]:
     return out
 
 
-def stats(d: Path) -> BlkioStats:
+def stats(d: str) -> BlkioStats:
     from pallet.cgroups.stats import BlkioStats
 
     # The first policy with numbers wins: CFQ (blkio.io_*), BFQ (blkio.bfq.io_*), then the
@@ -78,8 +78,8 @@ def stats(d: Path) -> BlkioStats:
     return BlkioStats()
 
 
-def _read(d: Path, name: str) -> list[BlkioEntry]:
-    for candidate in (d / f"{name}_recursive", d / name):
-        if candidate.exists():
+def _read(d: str, name: str) -> list[BlkioEntry]:
+    for candidate in (os.path.join(d, f"{name}_recursive"), os.path.join(d, name)):
+        if os.path.exists(candidate):
             return parse_entries(fs.read(candidate))
     return []

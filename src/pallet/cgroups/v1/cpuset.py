@@ -7,26 +7,26 @@ parent before anything joins it.
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 from pallet.cgroups import cgroupfs as fs
 
 
-def seed_from_parent(d: Path) -> None:
+def seed_from_parent(d: str) -> None:
     for name in ("cpuset.cpus", "cpuset.mems"):
-        mine = d / name
+        mine = os.path.join(d, name)
         try:
-            current = mine.read_text().strip()
+            current = fs.read_text(mine).strip()
         except FileNotFoundError:
             current = ""
         if not current:
-            parent = fs.read(d.parent / name).strip()
+            parent = fs.read(os.path.join(os.path.dirname(d), name)).strip()
             if parent:
                 fs.write(mine, parent)
 
 
-def set(d: Path, cpu: dict) -> None:
+def set(d: str, cpu: dict) -> None:
     if cpu.get("cpus"):
-        fs.write(d / "cpuset.cpus", cpu["cpus"])
+        fs.write(os.path.join(d, "cpuset.cpus"), cpu["cpus"])
     if cpu.get("mems"):
-        fs.write(d / "cpuset.mems", cpu["mems"])
+        fs.write(os.path.join(d, "cpuset.mems"), cpu["mems"])

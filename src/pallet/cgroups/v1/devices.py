@@ -7,12 +7,12 @@ cgroup inherited and the allows that follow are the whole whitelist.
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 from pallet.cgroups import cgroupfs as fs
 from pallet.cgroups.devices import DeviceRule
 
 
-def set(d: Path, rules: list[DeviceRule]) -> None:
+def set(d: str, rules: list[DeviceRule]) -> None:
     for rule in rules:
-        fs.write(d / ("devices.allow" if rule.allow else "devices.deny"), rule.v1_line())
+        fs.write(os.path.join(d, "devices.allow" if rule.allow else "devices.deny"), rule.v1_line())

@@ -7,33 +7,33 @@ gives up (thawing again) if that does not happen in time.
 
 from __future__ import annotations
 
+import os
 import time
-from pathlib import Path
 
 from pallet.cgroups import cgroupfs as fs
 from pallet.errors import NotFound, Unavailable
 
 
-def freeze(d: Path, timeout: float = 5.0) -> None:
+def freeze(d: str, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     delay = 0.001
     while True:
-        fs.write(d / "freezer.state", "FROZEN")
+        fs.write(os.path.join(d, "freezer.state"), "FROZEN")
         if state(d) == "FROZEN":
             return
         if time.monotonic() > deadline:
-            fs.write(d / "freezer.state", "THAWED")
+            fs.write(os.path.join(d, "freezer.state"), "THAWED")
             raise Unavailable(f"{d}: processes did not freeze within {timeout} s")
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
 
 
-def thaw(d: Path) -> None:
-    fs.write(d / "freezer.state", "THAWED")
+def thaw(d: str) -> None:
+    fs.write(os.path.join(d, "freezer.state"), "THAWED")
 
 
-def state(d: Path) -> str:
+def state(d: str) -> str:
     try:
-        return fs.read(d / "freezer.state").strip()
+        return fs.read(os.path.join(d, "freezer.state")).strip()
     except NotFound:
         return "THAWED"

@@ -6,15 +6,15 @@ Documentation/admin-guide/cgroup-v1/net_cls.rst (net_cls.classid) and net_prio.r
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 from pallet.cgroups import cgroupfs as fs
 
 
-def set_classid(d: Path, classid: int) -> None:
-    fs.write(d / "net_cls.classid", classid)
+def set_classid(d: str, classid: int) -> None:
+    fs.write(os.path.join(d, "net_cls.classid"), classid)
 
 
-def set_priorities(d: Path, priorities: list) -> None:
+def set_priorities(d: str, priorities: list) -> None:
     for entry in priorities:
-        fs.write(d / "net_prio.ifpriomap", f"{entry['name']} {entry['priority']}")
+        fs.write(os.path.join(d, "net_prio.ifpriomap"), f"{entry['name']} {entry['priority']}")

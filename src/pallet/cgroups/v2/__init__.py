@@ -8,7 +8,8 @@ ancestor of the container's cgroup and never in the cgroup itself.
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+import os
+from pathlib import Path
 from typing import Any
 
 from pallet.cgroups import cgroupfs as fs
@@ -33,10 +34,10 @@ class V2Manager:
 
     version = 2
 
-    def __init__(self, path: str, rel: PurePosixPath, root: Path, syscalls: Any = None) -> None:
+    def __init__(self, path: str, rel: str, root: str | os.PathLike[str], syscalls: Any = None) -> None:
         self.path = path
-        self._root = root
-        self._dir = root / rel
+        self._root = Path(root)  # this driver still uses pathlib (the v1 driver does not)
+        self._dir = self._root / rel
         self._syscalls = syscalls
 
     def _bpf(self) -> Any:
