@@ -26,10 +26,19 @@ DEFAULT_RUNTIME = "pallet-runtime"
 
 def default_runtimes() -> dict[str, list[str]]:
     return {
-        "pallet-runtime": [sys.executable, "-m", "pallet.runtime.cli"],
+        "pallet-runtime": pallet_runtime_argv(),
         "runc": ["runc"],
         "crun": ["crun"],
     }
+
+
+def pallet_runtime_argv() -> list[str]:
+    """The `pallet-runtime` beside this interpreter (the venv's; its launcher skips `site`,
+    pallet.runtime.launcher), else the module through this interpreter."""
+    exe = os.path.join(os.path.dirname(sys.executable), "pallet-runtime")
+    if os.access(exe, os.X_OK):
+        return [exe]
+    return [sys.executable, "-m", "pallet.runtime.cli"]
 
 
 def signal_number(value: str | int) -> int:
