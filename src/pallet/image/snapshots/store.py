@@ -475,6 +475,9 @@ class DirSnapshotter:
         usages = [disk_usage(staged.fs) for _, _, staged, _ in items]
         done: list[tuple[str, Staged]] = []
         moved: list[Path] = []
+        # Parents committed earlier in this batch: (row, depth of the chain it ends), so that a
+        # stack of n layers reads the chain once, not n times (n^2 rows for a 50-layer pull).
+        known: dict[str, tuple[Row, int]] = {}
         try:
             with self._db.write():
                 for (name, parent, staged, _), labels, usage in zip(items, checked, usages, strict=True):
@@ -482,16 +485,23 @@ class DirSnapshotter:
                         if skip_existing:
                             continue
                         raise AlreadyExists(f"snapshot {name!r} already exists")
-                    # Read in this transaction: a parent inserted just before is visible.
-                    chain = self._parent_chain(parent)
-                    self._check_depth(len(chain))
-                    if chain:
+                    prow: Row | None
+                    if parent is not None and parent in known:
+                        prow, depth = known[parent]
+                    else:
+                        # Read in this transaction: a parent inserted just before is visible.
+                        chain = self._parent_chain(parent)
+                        prow, depth = (chain[0] if chain else None), len(chain)
+                    self._check_depth(depth)
+                    if prow is not None:
                         # An overlay layer's root takes the parent's attributes, as `prepare` gives it.
-                        st = os.stat(self.fs_dir(chain[0].id))
+                        st = os.stat(self.fs_dir(prow.id))
                         os.chown(staged.fs, st.st_uid, st.st_gid)
                         os.chmod(staged.fs, st.st_mode & 0o7777)
                     now = _now()
-                    row = self._db.insert(name, Kind.COMMITTED, chain[0].id if chain else None, labels, now)
+                    parent_id = prow.id if prow is not None else None
+                    row = self._db.insert(name, Kind.COMMITTED, parent_id, labels, now)
+                    known[name] = (row, depth + 1)
                     self._db.mark_committed(row.id, name, labels, usage, now)
                     self.checkpoint("stage:inserted")
                     final = self.snapshot_dir(row.id)
