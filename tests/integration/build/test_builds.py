@@ -351,7 +351,7 @@ def test_from_pulls_a_missing_base_from_a_loopback_registry(env, ctx, tmp_path):
         pytest.skip("needs Debian's docker-registry")
     from pallet.registry.client import RegistryClient
 
-    with distreg.DistRegistry(tmp_path / "registry").start() as reg:
+    with distreg.DistRegistry(tmp_path / "registry") as reg:
         base, _ = env.build(ctx, "FROM busybox\nRUN echo pushed > /pushed\n")
         name = f"{reg.host}/buildbase:1"
         env.svc.tag(base, name)

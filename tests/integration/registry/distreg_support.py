@@ -60,6 +60,8 @@ class DistRegistry:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> DistRegistry:
+        if self.proc is not None and self.proc.poll() is None:
+            return self  # started already: a second process would leave the first one behind
         self.root.mkdir(parents=True, exist_ok=True)
         auth = ""
         if self.users:
