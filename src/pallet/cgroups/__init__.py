@@ -78,6 +78,23 @@ def v1_hierarchies(root: StrPath) -> dict[str, str]:
     return found
 
 
+def remove_if_empty(path: str, root: StrPath = "/sys/fs/cgroup") -> None:
+    """rmdir cgroup `path` in every hierarchy where it exists and is empty: a parent such as
+    /pallet that its last container left. One with tasks or children stays (EBUSY), and
+    nothing is killed, unlike CgroupManager.destroy."""
+    rel = relative_path(path)
+    root = os.fspath(root)
+    dirs = ([root] if detect_version(root) == 2 else []) + list(dict.fromkeys(v1_hierarchies(root).values()))
+    unified = os.path.join(root, "unified")
+    if os.path.ismount(unified):
+        dirs.append(unified)
+    for d in dirs:
+        try:
+            os.rmdir(os.path.join(d, rel))
+        except OSError:
+            pass  # absent, busy or not empty: not ours to force
+
+
 def relative_path(path: str) -> str:
     """The cgroup path below a hierarchy root; refuses the root itself and any "..".
 

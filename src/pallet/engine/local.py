@@ -20,6 +20,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from pallet.cgroups import remove_if_empty
+from pallet.engine.runtimes import pallet_runtime_argv
 from pallet.errors import NotFound, PalletError
 
 BUILTIN = ("hello-world", "busybox")
@@ -62,14 +64,15 @@ def run_image(ref: str, data_root: str, exec_root: str, args: list[str] | None =
             spec = bundle_config(img.config.config or {}, rootfs, cid, args, cgroup_parent)
             with open(os.path.join(bundle, "config.json"), "w") as f:
                 json.dump(spec, f)
-            return subprocess.run([sys.executable, "-m", "pallet.runtime.cli", "--root",
-                                   os.path.join(exec_root, "runtime"), "run", "--bundle", bundle, cid],
-                                  stdout=stdout).returncode
+            return subprocess.run([*pallet_runtime_argv(), "--root", os.path.join(exec_root, "runtime"),
+                                   "run", "--bundle", bundle, cid], stdout=stdout).returncode
         finally:
             unmount_rootfs(mounts, rootfs)
     finally:
         svc.remove_container_rootfs(cid)
         shutil.rmtree(bundle, ignore_errors=True)
+        # The runtime removed the container's cgroup; the parent it made goes too once empty.
+        remove_if_empty(cgroup_parent)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ import pytest
 
 from pallet.engine.local import run_image
 from pallet.image.service import ImageService
+from pallet_testlib import rm_cgroups
 
 if os.geteuid() != 0:
     pytest.skip("needs root (overlay mounts, namespaces)", allow_module_level=True)
@@ -21,12 +22,7 @@ if os.geteuid() != 0:
 def parent():
     name = f"/pallet-test-{uuid.uuid4().hex[:8]}"
     yield name
-    for hier in Path("/sys/fs/cgroup").iterdir():
-        d = hier / name.lstrip("/")
-        if d.is_dir():
-            for sub in sorted((p for p in d.rglob("*") if p.is_dir()), reverse=True):
-                sub.rmdir()
-            d.rmdir()
+    rm_cgroups(name)
 
 
 def mounts_under(path: Path) -> list[str]:
@@ -45,6 +41,8 @@ def test_hello_world_from_an_empty_store_leaves_nothing(tmp_path, parent):
     assert [c for c in svc.meta.containers()] == []
     assert mounts_under(tmp_path) == []
     assert os.listdir(run / "containers") == []
+    # and its cgroup parent, which the run made
+    assert not [h for h in Path("/sys/fs/cgroup").iterdir() if (h / parent.lstrip("/")).exists()]
     # A second run reuses the stored image and its unpacked layer.
     with open(out, "w") as f:
         assert run_image("hello-world", str(data), str(run), ["/hello"], cgroup_parent=parent, stdout=f) == 0

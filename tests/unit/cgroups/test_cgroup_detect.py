@@ -55,3 +55,17 @@ def test_relative_path_is_below_the_root(tmp_path):
     manager.apply(7)
     assert (root / "pallet" / "rel" / "cgroup.procs").read_text() == "7"
     assert manager.path == "pallet/rel"
+
+
+def test_remove_if_empty_takes_only_empty_cgroups(tmp_path):
+    from pallet.cgroups import remove_if_empty
+
+    for hier in ("memory", "cpu,cpuacct", "pids"):
+        (tmp_path / hier).mkdir()
+        (tmp_path / hier / "cgroup.procs").write_text("")
+    (tmp_path / "memory" / "pallet").mkdir()                 # empty: goes
+    (tmp_path / "cpu,cpuacct" / "pallet" / "c1").mkdir(parents=True)  # a child left: stays
+    remove_if_empty("/pallet", tmp_path)
+    assert not (tmp_path / "memory" / "pallet").exists()
+    assert (tmp_path / "cpu,cpuacct" / "pallet" / "c1").is_dir()
+    remove_if_empty("/pallet", tmp_path)  # nothing there any more: no error
