@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import re
 import secrets
@@ -128,13 +127,7 @@ class CopySteps(StepBase):
                                              urls={p for _, p in url_files}, skip=skip, parents=parents)
         finally:
             shutil.rmtree(tmpdir, ignore_errors=True)
-        new = State(state.image, json.loads(json.dumps(state.config)), [*state.layers, layer], state.docker,
-                    dict(state.args), state.cmd_set)
-        new.config["rootfs"]["diff_ids"] = [*state.config["rootfs"]["diff_ids"], diff_id]
-        new.config.setdefault("history", []).append(self._history(created_by, False))
-        made = self._create(new, state)
-        self.b.cache.put(key, str(made.image.id), created_by)
-        return made
+        return self._layer_step_done(state, layer, diff_id, created_by, key)
 
     def _glob(self, pattern: str) -> list[str]:
         """Context paths a COPY source names (Go filepath.Match per component), sorted."""

@@ -4,6 +4,7 @@ of the step mixins (snapshots mounted for a step and committed as its layer)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -203,6 +204,17 @@ class StepBase:
 
     def _history(self, created_by: str, empty: bool) -> dict[str, Any]:
         raise NotImplementedError
+
+    def _layer_step_done(self, state: State, layer: Any, diff_id: str, created_by: str, key: str) -> State:
+        """The image a layer step made: `state` plus `layer` and its history entry, stored, and
+        entered in the build cache under `key`."""
+        new = State(state.image, json.loads(json.dumps(state.config)), [*state.layers, layer], state.docker,
+                    dict(state.args), state.cmd_set)
+        new.config["rootfs"]["diff_ids"] = [*state.config["rootfs"]["diff_ids"], diff_id]
+        new.config.setdefault("history", []).append(self._history(created_by, False))
+        made = self._create(new, state)
+        self.b.cache.put(key, str(made.image.id), created_by)
+        return made
 
     def _layer_step_hit(self, state: State, key: str, created_by: str) -> State | None:
         """A step that makes a layer (RUN, COPY, ADD), found in the build cache or in an image of

@@ -87,13 +87,7 @@ class RunSteps(StepBase):
         if state.image is None:
             raise BuildError(f"failed to run {created_by!r}: there is no shell in an empty (scratch) image")
         layer, diff_id = self._execute(state, argv, network, mounts, shown)
-        new = State(state.image, json.loads(json.dumps(state.config)), [*state.layers, layer], state.docker,
-                    dict(state.args), state.cmd_set)
-        new.config["rootfs"]["diff_ids"] = [*state.config["rootfs"]["diff_ids"], diff_id]
-        new.config.setdefault("history", []).append(self._history(created_by, False))
-        made = self._create(new, state)
-        self.b.cache.put(key, str(made.image.id), created_by)
-        return made
+        return self._layer_step_done(state, layer, diff_id, created_by, key)
 
     def _parse_mount(self, text: str, state: State, stages: list[Stage], stage: Stage) -> dict[str, Any]:
         opts = parse_kv_flag(text)

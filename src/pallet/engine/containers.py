@@ -537,7 +537,7 @@ class Engine:
             raise Conflict(f"cannot start container {c.id[:12]}: it is {c.state.status.value}")
         check_runtime(c.runtime, self.runtimes[c.runtime])
         rt = self._runtime(c)
-        if rt.has_state(c.id) and rt.state(c.id) is not None:
+        if rt.state(c.id) is not None:
             rt.delete(c.id)  # leftovers of a previous run
         xdir = self._xdir(c.id)
         shutil.rmtree(xdir, ignore_errors=True)
@@ -867,9 +867,7 @@ class Engine:
             self._remove_anonymous_volumes(c)
 
     def _remove_locked(self, c: Container) -> None:
-        rt = self._runtime(c)
-        if rt.has_state(c.id):  # the exit's cleanup deleted it already, unless that failed
-            rt.delete(c.id)
+        self._runtime(c).delete(c.id)
         rootfs = self._rootfs(c.id)
         with contextlib.suppress(NotFound):
             mounts = self.images.container_mounts(c.id)

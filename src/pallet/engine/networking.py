@@ -192,11 +192,7 @@ class EngineNetworking:
         ports come from the full config (the image's EXPOSE too). Link targets must exist now,
         as moby checks at create (whether they run is checked at start)."""
         for value in links:
-            target = linksmod.parse(value)[0]
-            try:
-                self.engine.get(target)
-            except NotFound as exc:
-                raise InvalidArgument(f"could not get container for {target}: {exc}") from None
+            self._link_target(linksmod.parse(value)[0])
         if publish_all:
             have = {(r.container_port, r.proto) for r in reqs}
             for key in exposed:
@@ -229,6 +225,14 @@ class EngineNetworking:
             mgr.teardown(c.id)
             raise
 
+    def _link_target(self, name: str) -> Container:
+        try:
+            return self.engine.get(name)
+        except NotFound as exc:
+            # moby: an invalid-parameter error, not "not found" (which the CLI would take for a
+            # missing image, moby#39823)
+            raise InvalidArgument(f"could not get container for {name}: {exc}") from None
+
     def _links(self, c: Container) -> list[tuple[Container, str]]:
         """The linked containers and their aliases, checked as moby does at start (see the
         module docstring)."""
@@ -237,12 +241,7 @@ class EngineNetworking:
         out = []
         for value in raw:
             name, alias = linksmod.parse(value)
-            try:
-                child = self.engine.get(name)
-            except NotFound as exc:
-                # moby: an invalid-parameter error, not "not found" (which the CLI would take for
-                # a missing image, moby#39823)
-                raise InvalidArgument(f"could not get container for {name}: {exc}") from None
+            child = self._link_target(name)
             if mode in ("default", "bridge"):
                 seen = {child.id}
                 while (child.host_config.get("NetworkMode") or "").startswith("container:"):

@@ -111,6 +111,8 @@ class Runtime:
         return os.path.isdir(os.path.join(self.root, cid))
 
     def state(self, cid: str) -> dict[str, Any] | None:
+        if not self.has_state(cid):
+            return None
         proc = self.run("state", cid, check=False)
         if proc.returncode != 0:
             return None
@@ -124,7 +126,8 @@ class Runtime:
         self.run("kill", *(["--all"] if all_processes else []), cid, str(sig))
 
     def delete(self, cid: str) -> None:
-        self.run("delete", "--force", cid, check=False)
+        if self.has_state(cid):  # an exit's cleanup deleted it already, unless that failed
+            self.run("delete", "--force", cid, check=False)
 
     def pause(self, cid: str) -> None:
         self.run("pause", cid)
