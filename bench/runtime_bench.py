@@ -39,7 +39,6 @@ import datetime
 import gc
 import json
 import os
-import platform
 import secrets
 import select
 import shutil
@@ -51,6 +50,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import benchlib  # bench/ is this script's directory, so on sys.path
+from benchlib import BenchError, cgroup_mode, first_line, mountinfo, private_cgroup_v1_ns
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -72,10 +74,6 @@ OP_TITLES = {
 }
 
 
-class BenchError(Exception):
-    pass
-
-
 # -- machine and peers --------------------------------------------------------------------------
 def ensure_peers(install: bool) -> None:
     missing = sorted({pkg for cmd, pkg in PEERS.items() if not shutil.which(cmd)})
@@ -93,84 +91,12 @@ def ensure_peers(install: bool) -> None:
         subprocess.run(cmd, env=env, check=True)
 
 
-def mountinfo() -> list[tuple[str, str, str]]:
-    """(mount point, root within the filesystem, fs type) of every mount we can see."""
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            fields = left.split()
-            out.append((fields[4], fields[3], right.split()[0]))
-    return out
-
-
-def cgroup_mode() -> str:
-    types = {mp: fs for mp, _root, fs in mountinfo()}
-    top = types.get(str(CGROUP_ROOT))
-    if top == "cgroup2":
-        return "unified"
-    if types.get(str(CGROUP_ROOT / "unified")) == "cgroup2":
-        return "hybrid"
-    return "legacy"
-
-
-def _first_line(cmd: list[str]) -> str:
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-    return out.splitlines()[0].strip() if out.strip() else "?"
-
-
 def machine_info(runtimes: dict[str, list[str]]) -> dict:
-    cpu = "?"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem_kb = 0
-    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
-        mem_kb = int(f.readline().split()[1])
-    os_name = "?"
-    with contextlib.suppress(OSError), open("/etc/os-release") as f:
-        for line in f:
-            if line.startswith("PRETTY_NAME="):
-                os_name = line.split("=", 1)[1].strip().strip('"')
-    commit = _first_line(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "src"],
-                           capture_output=True, text=True).stdout.strip()
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "memory_gib": round(mem_kb / 1024 / 1024, 1),
-        "kernel": platform.release(),
-        "os": os_name,
-        "cgroup_mode": cgroup_mode(),
-        "python": platform.python_version(),
-        "pallet_commit": commit + ("+dirty-src" if dirty else ""),
-        "versions": {name: _first_line([*argv, "--version"]) for name, argv in runtimes.items()},
-        "hyperfine": _first_line(["hyperfine", "--version"]),
-    }
-
-
-# -- the private mount namespace for crun -------------------------------------------------------
-def private_cgroup_v1_ns() -> int:
-    """An fd of a new mount namespace where /sys/fs/cgroup/unified is unmounted.
-
-    unshare(1) makes it with private propagation, so the umount does not reach the host; the
-    helper exits once we hold the namespace's fd, which keeps the namespace alive (nsfs)."""
-    helper = subprocess.Popen(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-         f"umount {CGROUP_ROOT}/unified && echo ready && read _"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        if helper.stdout.readline().strip() != "ready":
-            raise BenchError("could not unmount /sys/fs/cgroup/unified in a private mount namespace")
-        return os.open(f"/proc/{helper.pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
-    finally:
-        helper.stdin.close()
-        helper.wait()
+    """benchlib's machine description, with each runtime's and hyperfine's version."""
+    m = benchlib.machine_info()
+    m["versions"] = {name: first_line([*argv, "--version"]) for name, argv in runtimes.items()}
+    m["hyperfine"] = first_line(["hyperfine", "--version"])
+    return m
 
 
 # -- spawning and timing ------------------------------------------------------------------------
