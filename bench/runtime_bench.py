@@ -14,7 +14,11 @@ Measures, for each runtime, with the same config.json (busybox `true`, the secur
   delete   RT --root R delete ID
 
 Runtimes alternate within each round (pallet, runc, crun, pallet, ...) so that drift in the
-machine's state hits all three alike (--compare adds more to the rotation, e.g. another build of
+machine's state hits all three alike, and the round's first runtime rotates (round 2 starts with
+runc, round 3 with crun, ...): the first cgroup move after a quiet spell waits for an RCU grace
+period (cgroup_threadgroup_rwsem, see src/pallet/runtime/cgwarm.py) and the moves that follow
+within one do not, so a fixed order charged that wait, after the quiet `--version` phase, to the
+same runtime in every round (--compare adds more to the rotation, e.g. another build of
 pallet-runtime: `--compare before=/tmp/old/pallet-runtime`); the first --warmup rounds are thrown
 away. Every command is started the same way (fork, then execve, from this harness) and timed
 from fork to reaped.
@@ -198,17 +202,19 @@ def measure(h: Harness, runtimes: list[Runtime], bundle: str, reps: int, warmup:
     rounds = warmup + reps
     for i in range(rounds):
         keep = i >= warmup
-        for rt in runtimes:
+        k = i % len(runtimes)
+        order = runtimes[k:] + runtimes[:k]  # the first runtime of a round rotates (docstring)
+        for rt in order:
             ms = h.check([*rt.argv, "--version"], rt.mntns)
             if keep:
                 samples["cli"][rt.name].append(ms)
                 cpu["cli"][rt.name].append(h.last_cpu_ms)
-        for rt in runtimes:
+        for rt in order:
             ms = h.check([*rt.argv, "--root", rt.root, "run", "-b", bundle, f"run-{i}"], rt.mntns)
             if keep:
                 samples["run"][rt.name].append(ms)
                 cpu["run"][rt.name].append(h.last_cpu_ms)
-        for rt in runtimes:
+        for rt in order:
             cid = f"phase-{i}"
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(pidfile)

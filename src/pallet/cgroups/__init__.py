@@ -70,11 +70,13 @@ def v1_hierarchies(root: StrPath) -> dict[str, str]:
     except OSError:
         return found
     for entry in names:
-        if entry == "unified" or not os.path.exists(os.path.join(root, entry, "cgroup.procs")):
+        wanted = [name for name in entry.split(",") if name in V1_CONTROLLERS]
+        # Only controller directories are checked for being hierarchies (one stat each): not
+        # name=systemd, unified or anything else mounted there.
+        if not wanted or not os.path.exists(os.path.join(root, entry, "cgroup.procs")):
             continue
-        for name in entry.split(","):
-            if name in V1_CONTROLLERS:
-                found.setdefault(name, os.path.join(root, entry))
+        for name in wanted:
+            found.setdefault(name, os.path.join(root, entry))
     return found
 
 
@@ -116,10 +118,13 @@ def create_cgroup_manager(path: str, root: StrPath = "/sys/fs/cgroup",
     real one, loaded on first use.
     """
     rel = relative_path(path)
-    if detect_version(root) == 2:
+    if os.path.exists(os.path.join(root, "cgroup.controllers")):  # detect_version, listing once
         from pallet.cgroups.v2 import V2Manager
 
         return V2Manager(path, rel, root, syscalls)
+    hierarchies = v1_hierarchies(root)
+    if not hierarchies:
+        raise NotSupported(f"no cgroup hierarchy found under {root}")
     from pallet.cgroups.v1 import V1Manager
 
-    return V1Manager(path, rel, v1_hierarchies(root))
+    return V1Manager(path, rel, hierarchies)

@@ -129,8 +129,14 @@ def remove_tree(directory: StrPath, timeout: float = 2.0) -> None:
     rmdir of a cgroup fails with EBUSY while it still has tasks, and for a short time after the
     last one exited (its css is released asynchronously), so EBUSY is retried until timeout.
     """
-    if not os.path.isdir(directory):
+    try:
+        os.rmdir(directory)  # the usual case, a leaf cgroup that its tasks left: one syscall
         return
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EBUSY, errno.ENOTEMPTY, errno.EEXIST):
+            raise error_for(exc, f"rmdir {directory}") from exc
     subdirs = sorted((os.path.normpath(dp) for dp, _d, _f in os.walk(directory)),
                      key=lambda p: p.count("/"), reverse=True)
     deadline = time.monotonic() + timeout

@@ -54,5 +54,10 @@ class CgroupManager(Protocol):
         """Whether the cgroup directory exists (in any v1 hierarchy)."""
         ...
 
+    def dirs(self) -> list[str]:
+        """The cgroup's directory in each hierarchy (one for v2), existing or not: what
+        pallet-runtime records to remove an empty cgroup without this manager (delete)."""
+        ...
+
     def destroy(self) -> None:
         """Remove `path` and its sub-cgroups, children first; never a parent. Idempotent."""

@@ -11,8 +11,8 @@ import os
 import sys
 import time
 
+from pallet import jsonio
 from pallet.errors import InvalidArgument, NotFound
-from pallet.runtime import jsonio
 from pallet.runtime.cli import parse_bytes, parse_signal
 
 
@@ -62,7 +62,7 @@ def cmd_run(args, log, runtime) -> int:
             conn.close()
             master = fds[0]
         try:
-            rt.start(args.id)
+            rt.start(args.id, st)  # the state create returned: not read back from disk
         except BaseException:
             try:
                 rt.delete(args.id, force=True)
@@ -76,7 +76,7 @@ def cmd_run(args, log, runtime) -> int:
             _proxy_pty(master, st.pid)
         status = wait_status(st.pid)
         if not args.keep:
-            rt.delete(args.id, force=True)
+            rt.delete(args.id, force=True, st=st)
         return status
     finally:
         if listener is not None:
@@ -340,6 +340,9 @@ def cmd_events(args, log, runtime) -> int:
         _print_json(_stats_event(args.id, rt.stats(args.id)))
         return 0
     interval = float(args.interval.rstrip("s") or 5)
+    import gc
+
+    gc.enable()  # a long-lived loop: the short commands' reason to switch it off (cli.run) is gone
     last_oom = None
     while True:
         try:

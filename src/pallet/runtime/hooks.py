@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 
+from pallet import jsonio
 from pallet.errors import PalletError
-from pallet.runtime import jsonio
 
 
 class HookError(PalletError):

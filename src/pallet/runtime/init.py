@@ -104,8 +104,12 @@ def _join_and_unshare(plan: InitPlan, chan: Channel, syscalls) -> None:
 def stage1(plan: InitPlan, chan: Channel, syscalls) -> None:
     chan.recv("go")
     _join_and_unshare(plan, chan, syscalls)
-    chan.send("ns-ready")
-    _msg, fds = chan.recv("ns-ack")
+    fds: list[int] = []
+    if has_idmapped_mounts(plan.config):
+        # The runtime makes the id-mapped trees now that our user namespace exists; without
+        # such mounts the round trip is skipped (both sides read the same config).
+        chan.send("ns-ready")
+        _msg, fds = chan.recv("ns-ack")
     plan.config["_idmap_fds"] = fds
     pid = os.fork()
     if pid == 0:
@@ -117,9 +121,8 @@ def stage2(plan: InitPlan, chan: Channel, syscalls) -> None:
     config = plan.config
     linux = config.get("linux") or {}
     process = config["process"]
-    # Stage 1 and we share the channel: speak only once the runtime has stage 1's "pid" message,
-    # or our first message could overtake it (seen under load: "expected 'pid', got 'created'").
-    chan.recv("continue")
+    # The root filesystem is set up at once, while stage 1 reports our pid and exits and the
+    # runtime reaps it; only speaking waits for "continue" below.
     os.setsid()
     idx = [i for i, m in enumerate(config.get("mounts") or []) if _is_idmapped(m)]
     idmapped = dict(zip(idx, config.pop("_idmap_fds")))
@@ -132,6 +135,10 @@ def stage2(plan: InitPlan, chan: Channel, syscalls) -> None:
         if _has_dev_tmpfs(config):
             rootfs.create_devices(linux.get("devices") or [])
     hooks = config.get("hooks") or {}
+    # Stage 1 and we share the channel: speak only once the runtime has stage 1's "pid" message,
+    # or our first message could overtake it (seen under load: "expected 'pid', got 'created'").
+    # An error before this point may overtake it: the runtime reports any "error" it receives.
+    chan.recv("continue")
     if hooks.get("prestart") or hooks.get("createRuntime"):
         chan.send("hook", kind="createRuntime")
         chan.recv("hook-done")
@@ -194,6 +201,10 @@ def exec_stage2(plan: InitPlan, chan: Channel, syscalls) -> None:
     os.chdir(process.get("cwd", "/"))
     exe = proc.find_executable(process["args"][0], proc.env_dict(process.get("env") or []))
     proc.finalize_and_exec(process, plan.seccomp, syscalls, 3 + plan.preserve_fds, exe)
+
+
+def has_idmapped_mounts(config: dict) -> bool:
+    return any(_is_idmapped(m) for m in config.get("mounts") or [])
 
 
 def _is_idmapped(m: dict) -> bool:

@@ -2,8 +2,8 @@
 
 A SOCK_SEQPACKET socketpair: one JSON object per message (jsonio: the init uses it after
 pivot_root, where no module can be imported any more), file descriptors riding along as
-SCM_RIGHTS. Message types: go, userns, mapped, ns-ready, ns-ack (idmapped mount fds), pid, continue, hook,
-hook-done, created, error.
+SCM_RIGHTS. Message types: go, userns, mapped, ns-ready, ns-ack (idmapped mount fds; this pair only
+when the config has id-mapped mounts), pid, continue, hook, hook-done, created, error.
 The child side uses it between fork and execve, so it does nothing but send and receive.
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 import _socket  # the C module: socket.py costs ~2 ms of imports (enum conversions, selectors)
 import struct
 
+from pallet import jsonio
 from pallet.errors import PalletError
-from pallet.runtime import jsonio
 
 MAX_MSG = 65536
 

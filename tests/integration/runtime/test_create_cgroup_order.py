@@ -1,6 +1,6 @@
-"""create writes the cgroup limits early (while its warm-up child joins, container.py
-_WarmCgroup) only into a cgroup it made, and a limit the kernel refuses fails create cleanly,
-naming the file."""
+"""create writes the cgroup limits early (while the rest of the config is prepared, and
+pallet.runtime.cgwarm's child holds the cgroup lock's grace period open) only into a cgroup it
+made, and a limit the kernel refuses fails create cleanly, naming the file."""
 
 from __future__ import annotations
 

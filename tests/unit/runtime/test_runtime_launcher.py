@@ -98,7 +98,7 @@ def test_start_state_and_kill_import_no_heavy_module():
         "from pallet.runtime.cli import parse_args\n"
         "parse_args(['--root', '/r', 'start', 'c1'])\n"
         "container.Runtime('/r').store.fifo('c1')\n"
-        "from pallet.runtime import jsonio\n"
+        "from pallet import jsonio\n"
         "jsonio.dumps(state.oci_state(state.ContainerState('c', '/b', '/b/r', 'now', 'root', '/p', {}), "
         "'created'), indent=2)")
     assert sorted(mods & set(HEAVY)) == []
@@ -128,3 +128,55 @@ def test_regular_install_keeps_site_packages_behind_the_stdlib():
     assert "sys.path[:0]" not in text and f"sys.path.append({site!r})" in text
     editable = launcher.render("/venv/bin/python3", "-IS", "pallet.runtime.cli", "run", "/src", [site])
     assert "sys.path[:0] = ['/src']" in editable
+
+
+def test_real_start_delete_state_kill_commands_import_no_heavy_module(tmp_path: Path):
+    """The commands themselves (cli.main), on a stopped container's state: state, start and kill
+    (refused: it is stopped) and delete (its cgroup, under a name no host has, is absent)."""
+    from pallet.runtime.state import ContainerState, StateStore
+
+    root = tmp_path / "root"
+    store = StateStore(str(root))
+    store.reserve("c1")
+    absent = f"/pallet-unit-absent-{os.getpid()}/c1"  # under a name no host has
+    store.save(ContainerState(id="c1", bundle="/b", rootfs="/b/rootfs", created="now", owner="root",
+                              cgroup_path=absent, config={},
+                              cgroup_dirs=[f"/sys/fs/cgroup/pids{absent}", f"/sys/fs/cgroup/memory{absent}"]))
+    for argv in (["state", "c1"], ["start", "c1"], ["kill", "c1", "KILL"], ["delete", "c1"]):
+        mods = _imported_after(
+            "import io\nfrom pallet.runtime import cli\n"
+            "sys.stdout, sys.stderr = io.StringIO(), io.StringIO()\n"  # state's JSON, kill's refusal
+            f"rc = cli.main(['--root', {str(root)!r}, *{argv!r}])\n"
+            "sys.stdout = sys.__stdout__\n")
+        assert sorted(mods & set(HEAVY)) == [], argv
+        # create's and exec's code (pallet.runtime.spawn), ctypes and the cgroup helper stay out
+        assert not mods & {"ctypes", "pallet.runtime.spawn", "pallet.runtime.cgwarm", "_socket",
+                           "pallet.syscalls.flags"}, argv
+        # delete of a stopped container rmdirs the directories create recorded: no driver
+        assert not {m for m in mods if m.startswith("pallet.cgroups")}, argv
+    assert not (root / "c1").exists()  # delete did its work
+
+
+def test_owner_comes_from_etc_passwd_without_nss(tmp_path: Path):
+    from pallet.runtime.spawn import _owner
+
+    passwd = tmp_path / "passwd"
+    passwd.write_text(f"daemon:x:1:1::/:/bin/false\nme:x:{os.getuid()}:0::/root:/bin/sh\n")
+    assert _owner(str(passwd)) == "me"
+    mods = _imported_after(f"from pallet.runtime.spawn import _owner\n_owner({str(passwd)!r})")
+    assert "pwd" not in mods  # glibc's NSS (nscd's socket first) is asked only when the file lacks us
+
+
+def test_delete_path_of_the_v2_driver_imports_no_heavy_module(tmp_path: Path):
+    """What `delete` asks of a cgroup v2 manager (a fake unified tree): no pathlib, typing or
+    controller modules (pure v2 is most hosts; this VM is v1, so the real command cannot say)."""
+    (tmp_path / "cgroup.controllers").write_text("cpu memory pids")
+    (tmp_path / "pallet" / "c1").mkdir(parents=True)
+    mods = _imported_after(
+        "from pallet.runtime import container\n"
+        f"cg = container.Runtime('/r', cgroup_root={str(tmp_path)!r})._cgroup('/pallet/c1')\n"
+        "assert cg.version == 2 and cg.exists() and cg.pids() == []\n"
+        "cg.destroy()\n")
+    assert sorted(mods & set(HEAVY)) == []
+    assert not {m for m in mods if m.startswith("pallet.cgroups.v2.")}
+    assert not (tmp_path / "pallet" / "c1").exists()

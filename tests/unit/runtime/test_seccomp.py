@@ -253,6 +253,24 @@ def test_compile_filter_carries_flags():
     assert compiled.program == b"\0" * 8
 
 
+def test_compile_filter_asks_libseccomp_for_a_binary_tree():
+    FakeFilter.instances.clear()
+    S.compile_filter({"defaultAction": "SCMP_ACT_ALLOW"}, fake_module())
+    flt = FakeFilter.instances[-1]
+    assert ("attr", lib.SCMP_FLTATR_CTL_OPTIMIZE, 2) in flt.calls and flt.released
+
+
+def test_compile_filter_without_the_tree_on_an_older_libseccomp():
+    class OldFilter(FakeFilter):
+        def set_attr(self, attr: int, value: int) -> None:
+            if attr == lib.SCMP_FLTATR_CTL_OPTIMIZE:
+                raise lib.SeccompError(22, "seccomp_attr_set attr=SCMP_FLTATR_CTL_OPTIMIZE: EINVAL")
+            super().set_attr(attr, value)
+
+    compiled = S.compile_filter({"defaultAction": "SCMP_ACT_ALLOW"}, fake_module(SeccompFilter=OldFilter))
+    assert compiled.program == b"\0" * 8
+
+
 def test_features():
     f = S.features()
     assert f["enabled"] is True

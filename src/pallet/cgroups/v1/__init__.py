@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 
 from pallet.cgroups import cgroupfs as fs
-from pallet.cgroups.v1 import cpuset, freezer
 from pallet.errors import NotSupported
 
 TYPE_CHECKING = False  # the stats dataclasses load only when stats are read (start-up cost)
@@ -28,6 +27,7 @@ class V1Manager:
         self.path = path
         self._rel = rel
         self._hierarchies = hierarchies
+        self._dirs: list[str] | None = None
 
     # -- where things are
 
@@ -42,25 +42,29 @@ class V1Manager:
         return d
 
     def _all_dirs(self) -> list[str]:
-        """One directory per hierarchy: cpu and cpuacct may share one."""
-        seen: dict[str, str] = {}
-        for base in self._hierarchies.values():
-            seen.setdefault(os.path.realpath(base), os.path.join(base, self._rel))
-        return list(seen.values())
+        """One directory per hierarchy: cpu and cpuacct may share one. Worked out once per
+        manager: realpath lstats every component, and create asks five times."""
+        if self._dirs is None:
+            seen: dict[str, str] = {}
+            for base in self._hierarchies.values():
+                seen.setdefault(os.path.realpath(base), os.path.join(base, self._rel))
+            self._dirs = list(seen.values())
+        return self._dirs
 
     # -- CgroupManager
 
     def validate(self, resources_: dict) -> None:
-        # The controllers' modules load here and in set(): `delete`, `state` and `kill` need
-        # none of them (start-up cost, docs/design/runtime.md).
+        # The controllers' modules load where they are used (here, set(), the freezer calls):
+        # `delete`, `state` and `kill` need none of them (start-up cost, docs/design/runtime.md).
         from pallet.cgroups import resources
         from pallet.cgroups.resources import section
-        from pallet.cgroups.v1 import memory
 
         resources.check(resources_)
         mem = section(resources_, "memory")
         if _memory_requested(mem):
             self._need("memory", "memory")
+            from pallet.cgroups.v1 import memory
+
             memory.check(mem, self._hierarchies["memory"])
         cpu_ = section(resources_, "cpu")
         if any(cpu_.get(k) for k in ("shares", "quota", "period", "burst", "idle")):
@@ -84,6 +88,8 @@ class V1Manager:
             raise NotSupported(f"{P}.unified: needs cgroup v2, this host runs cgroup v1")
 
     def _create(self) -> None:
+        from pallet.cgroups.v1 import cpuset
+
         cpuset_base = self._hierarchies.get("cpuset")
         for d in self._all_dirs():
             seed = cpuset_base is not None and d.startswith(cpuset_base + "/")
@@ -95,39 +101,57 @@ class V1Manager:
             fs.write(os.path.join(d, "cgroup.procs"), pid)
 
     def set(self, resources_: dict) -> None:
-        from pallet.cgroups import hugetlb, pids
-        from pallet.cgroups.devices import parse_rules
+        # Each controller's module loads when its section is set (~0.1 ms each): a container
+        # with the defaults sets only devices.
         from pallet.cgroups.resources import section
-        from pallet.cgroups.v1 import blkio, cpu, devices, memory, net
 
         self.validate(resources_)
         self._create()
         cpu_ = section(resources_, "cpu")
         if cpu_.get("cpus") or cpu_.get("mems"):
+            from pallet.cgroups.v1 import cpuset
+
             cpuset.set(self._need("cpuset", "cpu"), cpu_)
         mem = section(resources_, "memory")
         if _memory_requested(mem):
+            from pallet.cgroups.v1 import memory
+
             memory.set(self._need("memory", "memory"), mem)
         cpu_keys = ("shares", "quota", "period", "burst", "idle")
         # Zeros mean "unset" except for burst and idle, which they reset on update; they need
         # no cpu hierarchy when there is none (validate() agrees).
         if any(cpu_.get(k) for k in cpu_keys) or (
                 "cpu" in self._hierarchies and any(cpu_.get(k) is not None for k in cpu_keys)):
+            from pallet.cgroups.v1 import cpu
+
             cpu.set(self._need("cpu", "cpu"), cpu_)
         blk = section(resources_, "blockIO")
         if any(v for v in blk.values()):
+            from pallet.cgroups.v1 import blkio
+
             blkio.set(self._need("blkio", "blockIO"), blk)
         if section(resources_, "pids").get("limit"):
+            from pallet.cgroups import pids
+
             pids.set(self._need("pids", "pids"), section(resources_, "pids"))
         if resources_.get("hugepageLimits"):
+            from pallet.cgroups import hugetlb
+
             hugetlb.set(self._need("hugetlb", "hugepageLimits"), resources_["hugepageLimits"],
                         "limit_in_bytes")
         if resources_.get("devices"):
+            from pallet.cgroups.devices import parse_rules
+            from pallet.cgroups.v1 import devices
+
             devices.set(self._need("devices", "devices"), parse_rules(resources_["devices"]))
         network = section(resources_, "network")
         if network.get("classID") is not None:
+            from pallet.cgroups.v1 import net
+
             net.set_classid(self._need("net_cls", "network"), network["classID"])
         if network.get("priorities"):
+            from pallet.cgroups.v1 import net
+
             net.set_priorities(self._need("net_prio", "network"), network["priorities"])
 
     def stats(self) -> Stats:
@@ -153,14 +177,22 @@ class V1Manager:
         return d
 
     def freeze(self) -> None:
+        from pallet.cgroups.v1 import freezer
+
         freezer.freeze(self._freezer())
 
     def thaw(self) -> None:
+        from pallet.cgroups.v1 import freezer
+
         freezer.thaw(self._freezer())
 
     def frozen(self) -> bool:
         d = self._dir("freezer")
-        return d is not None and os.path.isdir(d) and freezer.state(d) == "FROZEN"
+        if d is None or not os.path.isdir(d):
+            return False
+        from pallet.cgroups.v1 import freezer
+
+        return freezer.state(d) == "FROZEN"
 
     def pids(self) -> list[int]:
         # Every hierarchy holds every process; pids or freezer are the usual, any will do.
@@ -173,6 +205,9 @@ class V1Manager:
 
     def exists(self) -> bool:
         return any(os.path.isdir(d) for d in self._all_dirs())
+
+    def dirs(self) -> list[str]:
+        return list(self._all_dirs())
 
     def destroy(self) -> None:
         for d in self._all_dirs():

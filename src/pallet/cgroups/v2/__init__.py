@@ -4,23 +4,23 @@ cgroup-v2.rst: a controller's files appear in a cgroup only once its parent list
 cgroup.subtree_control ("Top-down Constraint"), and a cgroup with processes may not enable
 controllers for children ("No Internal Process Constraint"), so controllers are enabled in every
 ancestor of the container's cgroup and never in the cgroup itself.
+
+Paths are os.path strings and each controller's module loads where it is used, as in the v1
+driver: pallet-runtime's `delete`, `state` and `kill` construct a manager, and pathlib, typing
+and the controllers cost them ~5 ms of imports (docs/design/runtime.md "Start-up").
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Any
 
 from pallet.cgroups import cgroupfs as fs
-from pallet.cgroups import hugetlb, pids, resources
-from pallet.cgroups.devices import parse_rules
-from pallet.cgroups.resources import section
-from pallet.cgroups.v2 import cpu, devices, freezer, io, memory
 from pallet.errors import NotSupported, PalletError
 
 TYPE_CHECKING = False  # the stats dataclasses load only when stats are read (start-up cost)
 if TYPE_CHECKING:
+    from typing import Any
+
     from pallet.cgroups.stats import Stats
 
 P = "linux.resources"
@@ -36,8 +36,9 @@ class V2Manager:
 
     def __init__(self, path: str, rel: str, root: str | os.PathLike[str], syscalls: Any = None) -> None:
         self.path = path
-        self._root = Path(root)  # this driver still uses pathlib (the v1 driver does not)
-        self._dir = self._root / rel
+        self._root = os.fspath(root)
+        self._rel = rel
+        self._dir = os.path.join(self._root, rel)
         self._syscalls = syscalls
 
     def _bpf(self) -> Any:
@@ -49,7 +50,7 @@ class V2Manager:
 
     def _available(self) -> set[str]:
         try:
-            return set(fs.read(self._root / "cgroup.controllers").split())
+            return set(fs.read(os.path.join(self._root, "cgroup.controllers")).split())
         except PalletError:
             return set()
 
@@ -59,6 +60,10 @@ class V2Manager:
                                f"(not in {self._root}/cgroup.controllers)")
 
     def validate(self, resources_: dict) -> None:
+        from pallet.cgroups import resources
+        from pallet.cgroups.resources import section
+        from pallet.cgroups.v2 import io, memory
+
         resources.check(resources_)
         available = self._available()
         mem = section(resources_, "memory")
@@ -87,19 +92,18 @@ class V2Manager:
     def _create(self) -> None:
         fs.make_dirs(self._dir)
         # Enable controllers from the root down to the parent of our cgroup.
-        rel = self._dir.relative_to(self._root)
         ancestor = self._root
-        for part in rel.parts:
+        for part in self._rel.split("/"):
             self._enable_controllers(ancestor)
-            ancestor = ancestor / part
+            ancestor = os.path.join(ancestor, part)
 
-    def _enable_controllers(self, d: Path) -> None:
-        available = set(fs.read(d / "cgroup.controllers").split())
-        enabled = set(fs.read(d / "cgroup.subtree_control").split())
+    def _enable_controllers(self, d: str) -> None:
+        available = set(fs.read(os.path.join(d, "cgroup.controllers")).split())
+        enabled = set(fs.read(os.path.join(d, "cgroup.subtree_control")).split())
         for name in CONTROLLERS:
             if name in available and name not in enabled:
                 try:
-                    fs.write(d / "cgroup.subtree_control", f"+{name}")
+                    fs.write(os.path.join(d, "cgroup.subtree_control"), f"+{name}")
                 except PalletError:
                     # e.g. cpu refuses while a real-time task sits outside the root (EINVAL);
                     # the container still runs, set() says NotSupported if it needs the knob.
@@ -107,53 +111,81 @@ class V2Manager:
 
     def apply(self, pid: int) -> None:
         self._create()
-        fs.write(self._dir / "cgroup.procs", pid)
+        fs.write(os.path.join(self._dir, "cgroup.procs"), pid)
 
     def set(self, resources_: dict) -> None:
+        from pallet.cgroups.resources import section
+
         self.validate(resources_)
         self._create()
         d = self._dir
         cpu_ = section(resources_, "cpu")
         if any(cpu_.get(k) is not None for k in (*_CPU_KEYS, "cpus", "mems")):
+            from pallet.cgroups.v2 import cpu
+
             cpu.set(d, cpu_)
         mem = section(resources_, "memory")
         if mem:
+            from pallet.cgroups.v2 import memory
+
             memory.set(d, mem)
         blk = section(resources_, "blockIO")
         if any(v for v in blk.values()):
+            from pallet.cgroups.v2 import io
+
             io.set(d, blk)
         if section(resources_, "pids"):
+            from pallet.cgroups import pids
+
             pids.set(d, section(resources_, "pids"))
         if resources_.get("hugepageLimits"):
+            from pallet.cgroups import hugetlb
+
             hugetlb.set(d, resources_["hugepageLimits"], "max")
         for key, value in (resources_.get("unified") or {}).items():
-            if not (d / key).exists():
+            if not os.path.exists(os.path.join(d, key)):
                 raise NotSupported(f"{P}.unified.{key}: no such file in {d}")
-            fs.write(d / key, value)
+            fs.write(os.path.join(d, key), value)
         if resources_.get("devices"):
+            from pallet.cgroups.devices import parse_rules
+            from pallet.cgroups.v2 import devices
+
             devices.attach(d, parse_rules(resources_["devices"]), self._bpf())
 
     def stats(self) -> Stats:
+        from pallet.cgroups import pids
         from pallet.cgroups.stats import Stats
+        from pallet.cgroups.v2 import cpu, io, memory
 
         d = self._dir
         return Stats(memory=memory.stats(d), cpu=cpu.stats(d), blkio=io.stats(d),
                      pids=pids.stats(d))
 
     def freeze(self) -> None:
+        from pallet.cgroups.v2 import freezer
+
         freezer.freeze(self._dir)
 
     def thaw(self) -> None:
+        from pallet.cgroups.v2 import freezer
+
         freezer.thaw(self._dir)
 
     def frozen(self) -> bool:
-        return self._dir.is_dir() and freezer.is_frozen(self._dir)
+        if not os.path.isdir(self._dir):
+            return False
+        from pallet.cgroups.v2 import freezer
+
+        return freezer.is_frozen(self._dir)
 
     def pids(self) -> list[int]:
         return fs.read_pids(self._dir)
 
     def exists(self) -> bool:
-        return self._dir.is_dir()
+        return os.path.isdir(self._dir)
+
+    def dirs(self) -> list[str]:
+        return [self._dir]
 
     def destroy(self) -> None:
         fs.remove_tree(self._dir)

@@ -7,7 +7,7 @@ Otherwise io.weight takes the [1, 10000] value of conversions.blkio_weight_to_io
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 from pallet.cgroups import cgroupfs as fs
 from pallet.cgroups.conversions import blkio_weight_to_io_weight
@@ -15,6 +15,7 @@ from pallet.errors import NotSupported
 
 TYPE_CHECKING = False  # the stats dataclasses load only when stats are read (start-up cost)
 if TYPE_CHECKING:
+    from pallet.cgroups.cgroupfs import StrPath
     from pallet.cgroups.stats import BlkioEntry, BlkioStats
 
 P = "linux.resources.blockIO"
@@ -27,14 +28,14 @@ def check(blk: dict) -> None:
         raise NotSupported(f"{P}.leafWeight: cgroup v2 has no leaf weights")
 
 
-def set(d: Path, blk: dict) -> None:
-    bfq = (d / "io.bfq.weight").exists()
+def set(d: StrPath, blk: dict) -> None:
+    bfq = os.path.exists(os.path.join(d, "io.bfq.weight"))
     weight = blk.get("weight")
     if weight:
         if bfq:
-            fs.write(d / "io.bfq.weight", weight)
-        elif (d / "io.weight").exists():
-            fs.write(d / "io.weight", f"default {blkio_weight_to_io_weight(weight)}")
+            fs.write(os.path.join(d, "io.bfq.weight"), weight)
+        elif os.path.exists(os.path.join(d, "io.weight")):
+            fs.write(os.path.join(d, "io.weight"), f"default {blkio_weight_to_io_weight(weight)}")
         else:
             raise NotSupported(f"{P}.weight: no io.weight or io.bfq.weight (no weight-based "
                                f"IO controller such as BFQ or io.cost on this host)")
@@ -44,11 +45,11 @@ def set(d: Path, blk: dict) -> None:
             continue
         dev = f"{entry['major']}:{entry['minor']}"
         if bfq:
-            fs.write(d / "io.bfq.weight", f"{dev} {w}")
+            fs.write(os.path.join(d, "io.bfq.weight"), f"{dev} {w}")
         else:
-            fs.write(d / "io.weight", f"{dev} {blkio_weight_to_io_weight(w)}")
+            fs.write(os.path.join(d, "io.weight"), f"{dev} {blkio_weight_to_io_weight(w)}")
     for line in io_max_lines(blk):
-        fs.write(d / "io.max", line)
+        fs.write(os.path.join(d, "io.max"), line)
 
 
 def io_max_lines(blk: dict) -> list[str]:
@@ -81,10 +82,10 @@ def parse_stat(text: str) -> BlkioStats:
     return BlkioStats(io_service_bytes=served, io_serviced=count)
 
 
-def stats(d: Path) -> BlkioStats:
+def stats(d: StrPath) -> BlkioStats:
     from pallet.cgroups.stats import BlkioStats
 
     try:
-        return parse_stat((d / "io.stat").read_text())
+        return parse_stat(fs.read_text(os.path.join(d, "io.stat")))
     except FileNotFoundError:
         return BlkioStats()

@@ -7,7 +7,7 @@ the OOM killer off in v2; validate() refuses both.
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 from pallet.cgroups import cgroupfs as fs
 from pallet.cgroups.conversions import memory_value, swap_to_v2
@@ -16,6 +16,7 @@ from pallet.errors import NotSupported
 
 TYPE_CHECKING = False  # the stats dataclasses load only when stats are read (start-up cost)
 if TYPE_CHECKING:
+    from pallet.cgroups.cgroupfs import StrPath
     from pallet.cgroups.stats import MemoryStats
 
 P = "linux.resources.memory"
@@ -32,35 +33,35 @@ def check(mem: dict) -> None:
         swap_to_v2(swap, get_int(mem, "limit") or 0)
 
 
-def set(d: Path, mem: dict) -> None:
+def set(d: StrPath, mem: dict) -> None:
     limit = get_int(mem, "limit")
     if limit:
-        fs.write(d / "memory.max", memory_value(limit))
+        fs.write(os.path.join(d, "memory.max"), memory_value(limit))
     swap = get_int(mem, "swap")
     if swap is not None:
         swap_max = swap_to_v2(swap, limit or 0)
-        if swap_max and (d / "memory.swap.max").exists():
-            fs.write(d / "memory.swap.max", memory_value(swap_max))
+        if swap_max and os.path.exists(os.path.join(d, "memory.swap.max")):
+            fs.write(os.path.join(d, "memory.swap.max"), memory_value(swap_max))
         elif swap_max > 0:
             raise NotSupported(f"{P}.swap: this kernel does not account swap (no memory.swap.max)")
     reservation = get_int(mem, "reservation")
     if reservation:
-        fs.write(d / "memory.low", memory_value(reservation))
+        fs.write(os.path.join(d, "memory.low"), memory_value(reservation))
 
 
-def stats(d: Path) -> MemoryStats:
+def stats(d: StrPath) -> MemoryStats:
     from pallet.cgroups.stats import MemoryStats
 
-    raw = fs.read_keyed(d / "memory.stat")
-    events = fs.read_keyed(d / "memory.events")
+    raw = fs.read_keyed(os.path.join(d, "memory.stat"))
+    events = fs.read_keyed(os.path.join(d, "memory.events"))
     return MemoryStats(
-        usage=fs.read_int(d / "memory.current"),
-        max_usage=fs.read_int(d / "memory.peak"),  # Linux 5.19+
-        limit=fs.read_int(d / "memory.max"),
+        usage=fs.read_int(os.path.join(d, "memory.current")),
+        max_usage=fs.read_int(os.path.join(d, "memory.peak")),  # Linux 5.19+
+        limit=fs.read_int(os.path.join(d, "memory.max")),
         cache=raw.get("file", 0), rss=raw.get("anon", 0),
         active_anon=raw.get("active_anon", 0), inactive_anon=raw.get("inactive_anon", 0),
         active_file=raw.get("active_file", 0), inactive_file=raw.get("inactive_file", 0),
-        swap=fs.read_int(d / "memory.swap.current"),
+        swap=fs.read_int(os.path.join(d, "memory.swap.current")),
         failcnt=events.get("max", 0),
         oom_kill=events.get("oom_kill", 0),
         raw=raw,

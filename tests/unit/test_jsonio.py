@@ -1,4 +1,4 @@
-"""pallet.runtime.jsonio gives json's results without importing json: same text, same values, same errors."""
+"""pallet.jsonio gives json's results without importing json: same text, same values, same errors."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pallet.runtime import jsonio
+from pallet import jsonio
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text()
 values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
@@ -23,6 +23,14 @@ def test_dumps_is_json_dumps_byte_for_byte(value):
         for sort_keys in (False, True):
             assert jsonio.dumps(value, indent=indent, sort_keys=sort_keys) == \
                 json.dumps(value, indent=indent, sort_keys=sort_keys)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values, st.sampled_from([(",", ":"), (", ", ": "), (";", "=")]))
+def test_dumps_with_separators_is_json_dumps(value, separators):
+    assert jsonio.dumps(value, separators=separators) == json.dumps(value, separators=separators)
+    assert jsonio.dumps(value, indent=2, separators=separators) == \
+        json.dumps(value, indent=2, separators=separators)
 
 
 @settings(max_examples=300, deadline=None)
@@ -71,3 +79,40 @@ def test_load_file_reads_utf8(tmp_path):
     path = tmp_path / "config.json"
     path.write_bytes('{"hostname": "caf\u00e9"}'.encode())
     assert jsonio.load_file(str(path)) == {"hostname": "café"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(values, st.sampled_from(["", " ", "\n"]))
+def test_loads_reads_utf8_bytes_as_json_does(value, ws):
+    data = (ws + json.dumps(value, ensure_ascii=False) + ws).encode("utf-8", "surrogatepass")
+    assert json.dumps(jsonio.loads(data)) == json.dumps(json.loads(data))
+    assert json.dumps(jsonio.loads(bytearray(data))) == json.dumps(json.loads(bytearray(data)))
+
+
+@pytest.mark.parametrize("data", ['{"a": "\u00e9"}'.encode("utf-16"), '["x"]'.encode("utf-16-le"),
+                                  '["x"]'.encode("utf-32-be"), b'\xef\xbb\xbf{"a": 1}', b"[1]"])
+def test_loads_detects_encodings_as_json_does(data):
+    assert jsonio.loads(data) == json.loads(data)
+
+
+@pytest.mark.parametrize("data", [b'"\xff"', b"", b"{", b'["\xc3"]'])
+def test_bytes_errors_are_jsons_own(data):
+    with pytest.raises(ValueError) as expected:
+        json.loads(data)
+    with pytest.raises(ValueError) as got:
+        jsonio.loads(data)
+    assert type(got.value) is type(expected.value)
+    assert str(got.value) == str(expected.value)
+
+
+def test_importing_it_loads_no_json_or_re():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom pallet import jsonio\n"
+            "jsonio.loads(jsonio.dumps({'a': [1, 2.5, None]}, indent=2))\n"
+            "jsonio.loads(b'{\"k\": \"v\"}')\n"
+            "print([m for m in ('json', 're') if m in sys.modules])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

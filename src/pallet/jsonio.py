@@ -1,12 +1,14 @@
-"""JSON for pallet-runtime's short-lived commands, through the `_json` accelerator without `json`.
+"""JSON for Pallet's short-lived commands (pallet-runtime, `pallet`) through `_json`, without `json`.
 
-Importing the `json` package costs ~5 ms of every pallet-runtime call (json.decoder and
-json.encoder import `re`, which brings enum, functools and collections), more than a runtime
-command's own work. The parsing and encoding themselves are C (Modules/_json.c, the
-accelerator `json` uses too); this module drives it directly and gives the same results as
-`json.loads` / `json.dumps`, output byte for byte (tests/unit/runtime/test_jsonio.py compares
-them). Anything outside the fast path (a parse error, a non-string key, an unknown type) is
-handed to the `json` module itself, so errors and their messages are exactly json's.
+Importing the `json` package costs ~2-5 ms of every pallet-runtime call and `pallet` command
+(json.decoder and json.encoder import `re`, which brings enum, functools and collections), more
+than a runtime command's own work. The parsing and encoding themselves are C (Modules/_json.c,
+the accelerator `json` uses too); this module drives it directly and gives the same results as
+`json.loads` / `json.dumps`, output byte for byte (tests/unit/test_jsonio.py compares them).
+Anything outside the fast path (a parse error, a non-string key, an unknown type, bytes in
+UTF-16/32 or with a BOM) is handed to the `json` module itself, so errors and their messages
+are exactly json's. A low-level module: it imports nothing from pallet, so both the runtime and
+the CLI may use it.
 """
 
 from __future__ import annotations
@@ -44,16 +46,29 @@ class _Fallback(Exception):
     """The fast encoder met something only `json` handles (or reports); json takes over."""
 
 
-def _encoder(sort_keys: bool):
+def _encoder(sort_keys: bool, item_sep: str = ", ", key_sep: str = ": "):
     """The C encoder as json.dumps() makes it by default: ensure_ascii, check_circular (a fresh
     markers dict each time: one left half full by an error would see cycles that are not there),
-    allow_nan, separators (", ", ": ")."""
-    return _json.make_encoder({}, _unsupported, _json.encode_basestring_ascii, None, ": ", ", ",
+    allow_nan, separators (", ", ": ") unless others are given."""
+    return _json.make_encoder({}, _unsupported, _json.encode_basestring_ascii, None, key_sep, item_sep,
                               sort_keys, False, True)
 
 
-def loads(text: str) -> Any:
-    """json.loads(text) for a str."""
+def loads(text: str | bytes | bytearray) -> Any:
+    """json.loads(text): a str, or bytes as json reads them (UTF-8 here; json.detect_encoding's
+    other cases, a BOM or NUL bytes for UTF-16/32, go to json itself)."""
+    if not isinstance(text, str):
+        head = bytes(text[:4])
+        if b"\x00" in head or head.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")):
+            import json
+
+            return json.loads(text)
+        try:
+            text = text.decode("utf-8", "surrogatepass")  # json.loads' own decode of UTF-8 bytes
+        except UnicodeDecodeError:
+            import json
+
+            return json.loads(text)  # raises json's own error
     try:
         obj, end = _scan(text, len(text) - len(text.lstrip(_WS)))
         if end == len(text) or not text[end:].strip(_WS):
@@ -71,18 +86,22 @@ def load_file(path: str) -> Any:
         return loads(f.read())
 
 
-def dumps(obj: object, indent: int | None = None, sort_keys: bool = False) -> str:
-    """json.dumps(obj, indent=indent, sort_keys=sort_keys), same text."""
+def dumps(obj: object, indent: int | None = None, sort_keys: bool = False,
+          separators: tuple[str, str] | None = None) -> str:
+    """json.dumps(obj, indent=indent, sort_keys=sort_keys, separators=separators), same text
+    (separators with an indent go to json itself)."""
     try:
+        if separators is not None and indent is not None:
+            raise _Fallback
         if indent is None:
-            return "".join(_encoder(sort_keys)(obj, 0))
+            return "".join(_encoder(sort_keys, *(separators or (", ", ": ")))(obj, 0))
         out: list[str] = []
         _pretty(obj, " " * indent, "\n", sort_keys, out, 0)
         return "".join(out)
     except (_Fallback, RecursionError, ValueError):
         import json
 
-        return json.dumps(obj, indent=indent, sort_keys=sort_keys)
+        return json.dumps(obj, indent=indent, sort_keys=sort_keys, separators=separators)
 
 
 def _pretty(o: object, step: str, nl: str, sort_keys: bool, out: list[str], depth: int) -> None:
