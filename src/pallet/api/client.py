@@ -30,19 +30,19 @@ its socket across restarts (socket activation) and changed version answers 400 "
 daemon checks the version before it runs anything: api/server/versions.py). A request whose body
 is a stream cannot be sent twice, so it never trusts the cache. The file is replaced atomically
 (temp file + rename); a lost update only costs a ping. TCP hosts are not cached: nothing there
-tells a restarted daemon apart.
+tells a restarted daemon apart. Each write keeps only the entries whose socket file still exists,
+at most MAX_ENTRIES of them (the most recently stored), so that the file stays small: every
+command reads it, and a lookup finds its line without parsing the others.
 """
 
 from __future__ import annotations
 
 import _socket
 import io
-import json
 import os
-import struct
 import sys
-from collections.abc import Callable, Iterator
 
+from pallet import jsonio
 from pallet.api import API_VERSION, MIN_API_VERSION, version_tuple
 from pallet.errors import (
     Conflict,
@@ -58,6 +58,7 @@ TYPE_CHECKING = False  # typing costs ~3 ms of start-up; mypy treats this name a
 if TYPE_CHECKING:
     import http.client
     import ssl
+    from collections.abc import Callable, Iterator  # the `collections` package: ~1 ms
     from typing import Any, BinaryIO
 
 DEFAULT_HOST = "unix:///run/pallet/pallet.sock"
@@ -351,8 +352,8 @@ class Response:
     def json(self) -> Any:
         data = self.read()
         try:
-            return json.loads(data) if data.strip() else None
-        except json.JSONDecodeError as exc:
+            return jsonio.loads(data) if data.strip() else None
+        except ValueError as exc:  # json.JSONDecodeError, or UnicodeDecodeError for bad UTF-8
             raise APIError(f"the daemon answered invalid JSON: {exc}", self.status) from exc
 
     def iter_chunks(self, size: int = 32 * 1024) -> Iterator[bytes]:
@@ -376,7 +377,7 @@ class Response:
     def iter_json(self) -> Iterator[Any]:
         """JSON-lines progress; an in-band `{"error": ...}` is raised as APIError."""
         for line in self.iter_lines():
-            obj = json.loads(line)
+            obj = jsonio.loads(line)
             if isinstance(obj, dict) and obj.get("error"):
                 raise APIError(str(obj["error"]), self.status)
             yield obj
@@ -393,6 +394,8 @@ class Response:
 def demux(chunks: Iterator[bytes]) -> Iterator[tuple[int, bytes]]:
     """Split a multiplexed stream (8-byte headers: stream id, 3 zero bytes, big-endian uint32
     size; moby pkg/stdcopy) into (stream id, payload) pairs, whatever the chunk boundaries."""
+    import struct  # only the streams that are multiplexed
+
     buf = bytearray()
     for chunk in chunks:
         buf += chunk
@@ -646,7 +649,7 @@ class Client:
                 url += "?" + _urlencode(query)
         hdrs = {"User-Agent": "pallet-cli", **(headers or {})}
         if body is not None:
-            data = json.dumps(body).encode()
+            data = jsonio.dumps(body).encode()
             hdrs["Content-Type"] = "application/json"
         return url, hdrs, data
 
@@ -735,6 +738,7 @@ class _VersionCache:
     Every failure to read or write it is ignored: the client then pings, as without a cache."""
 
     MAGIC = "pallet-api-versions 1"
+    MAX_ENTRIES = 64
 
     def __init__(self, socket_path: str) -> None:
         self.socket_path = os.path.abspath(socket_path)
@@ -759,19 +763,32 @@ class _VersionCache:
             return None
         return st.st_dev, st.st_ino, st.st_mtime_ns
 
-    def _entries(self) -> dict[str, list[str]]:
+    def _text(self) -> str:
+        """The file's entries after its first line ("" if it is missing or not this format)."""
         try:
             with open(self.file, encoding="utf-8") as f:
-                lines = f.read().splitlines()
+                text = f.read()
         except (OSError, UnicodeDecodeError):
-            return {}
-        if not lines or lines[0] != self.MAGIC:
-            return {}
-        return {fields[0]: fields[1:] for fields in (ln.split("\t") for ln in lines[1:]) if len(fields) == 5}
+            return ""
+        return text[len(self.MAGIC):] if text.startswith(self.MAGIC + "\n") else ""
+
+    def _entries(self) -> dict[str, list[str]]:
+        lines = self._text().splitlines()
+        return {fields[0]: fields[1:] for fields in (ln.split("\t") for ln in lines) if len(fields) == 5}
+
+    def _entry(self) -> list[str] | None:
+        """This socket's fields, found by its line's start (each line follows a newline)."""
+        text = self._text()
+        start = text.find(f"\n{self.socket_path}\t")
+        if start < 0:
+            return None
+        end = text.find("\n", start + 1)
+        fields = text[start + 1:end if end >= 0 else len(text)].split("\t")
+        return fields[1:] if len(fields) == 5 else None
 
     def lookup(self) -> str | None:
         """The version cached for this socket file, if it is still the same file."""
-        entry = self._entries().get(self.socket_path)
+        entry = self._entry()
         identity = self.socket_identity()
         if entry is None or identity is None or entry[:3] != [str(n) for n in identity]:
             return None
@@ -785,8 +802,11 @@ class _VersionCache:
 
     def store(self, identity: tuple[int, int, int], version: str) -> None:
         entries = self._entries()
-        entries[self.socket_path] = [*map(str, identity), version]
-        self._write(entries)
+        entries.pop(self.socket_path, None)  # re-added last: the most recent
+        live = [(path, fields) for path, fields in entries.items() if os.path.exists(path)]
+        live = live[-(self.MAX_ENTRIES - 1):]
+        live.append((self.socket_path, [*map(str, identity), version]))
+        self._write(dict(live))
 
     def forget(self) -> None:
         entries = self._entries()
@@ -826,7 +846,7 @@ def _query_value(v: Any) -> str:
     if isinstance(v, bool):
         return "1" if v else "0"
     if isinstance(v, dict | list):
-        return json.dumps(v)
+        return jsonio.dumps(v)
     return str(v)
 
 
@@ -852,7 +872,7 @@ def _dechunk(raw: bytes) -> bytes:
 
 def _message_of(raw: bytes, status: int, reason: str = "") -> str:
     try:
-        obj = json.loads(raw)
+        obj = jsonio.loads(raw)
         if isinstance(obj, dict) and "message" in obj:
             return str(obj["message"])
     except (ValueError, UnicodeDecodeError):

@@ -7,15 +7,18 @@ store's dependencies).
 
 from __future__ import annotations
 
-import json
-import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
 
+# collections.abc re-exports these from _collections_abc, which the interpreter has loaded at
+# start-up; importing `collections` itself costs ~1 ms of `pallet ps`.
+from _collections_abc import Mapping
+
+from pallet import jsonio
 from pallet.units import human_duration, human_size
 
 TYPE_CHECKING = False  # typing costs ~3 ms of CLI start-up; mypy reads this name as typing's
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
     from typing import Any
 
 NONE = "<none>"
@@ -63,7 +66,36 @@ def align(rows: Iterable[Sequence[str]], pad: int = 3, minwidth: int = 0) -> str
     return "\n".join(out) + "\n"
 
 
-_FIELD = re.compile(r"\{\{\s*\.(\w+)\s*\}\}")
+# The template scanners below are hand-written so that `--format` does not import `re` (~6 ms
+# of start-up: it loads enum and functools). Each one is the regular expression named in its
+# docstring, step for step (tests/unit/cli/test_cli_template_scan.py compares them on random
+# text): `\s` is str.isspace(), `\w` str.isalnum() or "_", as in `re` for str patterns.
+
+def _field_headers(template: str, headers: Mapping[str, str]) -> str:
+    r"""re.sub(r"\{\{\s*\.(\w+)\s*\}\}", header of group 1, template): each `{{.Field}}` as its
+    column header (the field's name in capitals when it has no header)."""
+    out: list[str] = []
+    i, n = 0, len(template)
+    while (start := template.find("{{", i)) >= 0:
+        j = start + 2
+        while j < n and template[j].isspace():
+            j += 1
+        if j < n and template[j] == ".":
+            k = j + 1
+            while k < n and (template[k].isalnum() or template[k] == "_"):
+                k += 1
+            end = k
+            while end < n and template[end].isspace():
+                end += 1
+            if k > j + 1 and template.startswith("}}", end):
+                name = template[j + 1:k]
+                out += [template[i:start], headers.get(name, name.upper())]
+                i = end + 2
+                continue
+        out.append(template[i:start + 1])  # no match here: the next try is one character on
+        i = start + 1
+    out.append(template[i:])
+    return "".join(out)
 
 
 def render(fmt: str | None, default_fields: Sequence[str], headers: Mapping[str, str],
@@ -77,10 +109,10 @@ def render(fmt: str | None, default_fields: Sequence[str], headers: Mapping[str,
         return align([[headers[f] for f in default_fields],
                       *([str(r[f]) for f in default_fields] for r in rows)])
     if fmt.strip() == "json":
-        return "".join(json.dumps(dict(r), sort_keys=True) + "\n" for r in rows)
+        return "".join(jsonio.dumps(dict(r), sort_keys=True) + "\n" for r in rows)
     if fmt.startswith("table"):
         template = fmt[len("table"):].strip()
-        header = _FIELD.sub(lambda m: headers.get(m.group(1), m.group(1).upper()), template)
+        header = _field_headers(template, headers)
         lines = [render_template(header, {})] + [render_template(template, r) for r in rows]
         return align(line.split("\t") for line in lines)
     return "".join(render_template(fmt, r) + "\n" for r in rows)
@@ -97,8 +129,70 @@ __all__ = ["NONE", "align", "created_at", "execute_template", "human_duration", 
 # lower, upper, title, truncate, pad, println to Go's builtins index, len, printf, eq, ne, not).
 # `{{-`/`-}}` trim whitespace as in Go.
 
-_TOKEN = re.compile(r"\{\{(-\s)?(.*?)(\s-)?\}\}", re.S)
-_WORD = re.compile(r'"(?:[^"\\]|\\.)*"|`[^`]*`|\(|\)|\||:=|,|[^\s()|,]+')
+def _actions(template: str) -> Iterator[tuple[int, int, bool, str, bool]]:
+    r"""re.finditer(r"\{\{(-\s)?(.*?)(\s-)?\}\}", template, re.S) as (start, end, trim before,
+    action, trim after): `{{- ` and ` -}}` trim the text around an action, as in Go."""
+    i = 0
+    while (start := template.find("{{", i)) >= 0:
+        body = start + 2
+        trim_left = template[body:body + 1] == "-" and template[body + 1:body + 2].isspace()
+        if trim_left:
+            body += 2
+        close = template.find("}}", body)
+        if close < 0:
+            return  # no later "{{" has a "}}" after it either
+        # The lazy (.*?) stops at the first "}}", or two characters before it at " -}}".
+        trim_right = close - 2 >= body and template[close - 2].isspace() and template[close - 1] == "-"
+        yield start, close + 2, trim_left, template[body:close - 2 if trim_right else close], trim_right
+        i = close + 2
+
+
+_SPECIAL = "()|,"
+
+
+def _words(text: str) -> list[str]:
+    r"""re.findall(r'"(?:[^"\\]|\\.)*"|`[^`]*`|\(|\)|\||:=|,|[^\s()|,]+', text): the words of
+    a pipeline, quoted strings whole (a backslash escapes any character but a newline)."""
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == '"':
+            j = i + 1
+            while j < n and text[j] != '"':
+                if text[j] == "\\":
+                    if j + 1 >= n or text[j + 1] == "\n":
+                        j = n  # `\\.` cannot match: no quoted string here
+                        break
+                    j += 1
+                j += 1
+            if j < n:
+                out.append(text[i:j + 1])
+                i = j + 1
+                continue
+        elif c == "`":
+            j = text.find("`", i + 1)
+            if j >= 0:
+                out.append(text[i:j + 1])
+                i = j + 1
+                continue
+        elif c in _SPECIAL:
+            out.append(c)
+            i += 1
+            continue
+        elif text.startswith(":=", i):
+            out.append(":=")
+            i += 2
+            continue
+        if c.isspace():
+            i += 1
+            continue
+        j = i + 1
+        while j < n and not text[j].isspace() and text[j] not in _SPECIAL:
+            j += 1
+        out.append(text[i:j])
+        i = j
+    return out
 
 
 class _Node:
@@ -113,16 +207,16 @@ def _parse(template: str) -> list[Any]:
     stack: list[tuple[_Node | None, list[Any]]] = [(None, root)]
     pos = 0
     pending_trim = False
-    for m in _TOKEN.finditer(template):
-        text = template[pos:m.start()]
+    for start, end, trim_left, action, trim_right in _actions(template):
+        text = template[pos:start]
         if pending_trim:
             text = text.lstrip()
-        if m.group(1):
+        if trim_left:
             text = text.rstrip()
         if text:
             stack[-1][1].append(text)
-        pos, pending_trim = m.end(), bool(m.group(3))
-        action = m.group(2).strip()
+        pos, pending_trim = end, trim_right
+        action = action.strip()
         if action.startswith("/*"):
             continue
         word, _, rest = action.partition(" ")
@@ -206,7 +300,7 @@ def _index(item: Any, *keys: Any) -> Any:
 
 
 def _json(v: Any) -> str:
-    return json.dumps(v, separators=(",", ":"))
+    return jsonio.dumps(v, separators=(",", ":"))
 
 
 _FUNCS: dict[str, Any] = {
@@ -237,7 +331,7 @@ class _Eval:
 
     def operand(self, word: str, dot: Any) -> Any:
         if word.startswith('"'):
-            return json.loads(word)
+            return jsonio.loads(word)
         if word.startswith("`"):
             return word[1:-1]
         if word == ".":
@@ -286,7 +380,7 @@ class _Eval:
         return self.operand(head, dot)
 
     def pipeline(self, text: str, dot: Any) -> Any:
-        words = _WORD.findall(text)
+        words = _words(text)
         if "(" in words or ")" in words:
             raise ValueError(f"template: parenthesized pipelines are not supported: {text}")
         value: tuple[Any, ...] = ()
@@ -374,7 +468,7 @@ def inspect_many(client: Any, paths: Sequence[str], fmt: str | None) -> int:
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from exc
     else:
-        sys.stdout.write(json.dumps(found, indent=4) + "\n")
+        sys.stdout.write(jsonio.dumps(found, indent=4) + "\n")
     for e in errors:
         print(f"Error: {e}", file=sys.stderr)
     return 1 if errors else 0

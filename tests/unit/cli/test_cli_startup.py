@@ -252,3 +252,47 @@ def test_signals_reach_the_container_by_name():
             signal.signal(sig, handler)
     assert sent == [("POST", "/containers/c0ffee/kill", {"signal": "SIGUSR1"}),
                     ("POST", "/containers/c0ffee/kill", {"signal": "SIGTERM"})]
+
+
+# --- the API version cache stays small: every command reads it -----------------------------------
+
+def test_version_cache_keeps_live_sockets_only_and_finds_its_line(tmp_path, monkeypatch):
+    from pallet.api.client import _VersionCache
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    socks = []
+    for i in range(3):
+        path = tmp_path / f"s{i}.sock"
+        path.write_text("")
+        socks.append(path)
+    for path in socks:
+        cache = _VersionCache(str(path))
+        cache.store(cache.socket_identity(), "1.4" + path.name[1])  # type: ignore[arg-type]
+    assert [_VersionCache(str(p)).lookup() for p in socks] == ["1.40", "1.41", "1.42"]
+    socks[0].unlink()  # that daemon is gone: its entry goes at the next write
+    socks[1].write_text("x")  # a new socket file: its entry no longer holds
+    assert _VersionCache(str(socks[1])).lookup() is None
+    cache = _VersionCache(str(socks[1]))
+    cache.store(cache.socket_identity(), "1.45")  # type: ignore[arg-type]
+    text = (tmp_path / "run" / "pallet" / "api-versions").read_text()
+    assert text.splitlines()[0] == "pallet-api-versions 1"
+    assert [ln.split("\t")[0] for ln in text.splitlines()[1:]] == [str(socks[2]), str(socks[1])]
+    assert _VersionCache(str(socks[1])).lookup() == "1.45"
+    assert _VersionCache(str(socks[2])).lookup() == "1.42"
+    # a path that is a prefix of another's is not mistaken for it
+    assert _VersionCache(str(tmp_path / "s")).lookup() is None
+
+
+def test_version_cache_is_bounded(tmp_path, monkeypatch):
+    from pallet.api.client import _VersionCache
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    for i in range(_VersionCache.MAX_ENTRIES + 10):
+        path = tmp_path / f"s{i}.sock"
+        path.write_text("")
+        cache = _VersionCache(str(path))
+        cache.store(cache.socket_identity(), "1.50")  # type: ignore[arg-type]
+    lines = (tmp_path / "run" / "pallet" / "api-versions").read_text().splitlines()[1:]
+    assert len(lines) == _VersionCache.MAX_ENTRIES
+    assert lines[-1].startswith(str(tmp_path / f"s{_VersionCache.MAX_ENTRIES + 9}.sock\t"))
+    assert _VersionCache(str(tmp_path / "s0.sock")).lookup() is None  # the oldest went

@@ -12,7 +12,7 @@ from pallet.cli.commands import attach, commit, logs, ps, run, update
 from pallet.cli.commands import exec as exec_cmd
 from pallet.cli.format import align, execute_template
 from pallet.cli.main import Context
-from pallet.errors import NotFound
+from pallet.errors import InvalidArgument, NotFound
 
 
 class FakeResponse:
@@ -26,6 +26,16 @@ class FakeResponse:
 
     def json(self) -> Any:
         return self.body
+
+
+class FakePending:
+    def __init__(self, answer: FakeResponse | Exception) -> None:
+        self.answer = answer
+
+    def response(self) -> FakeResponse:
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
 
 
 class RecordingClient:
@@ -44,6 +54,13 @@ class RecordingClient:
         if isinstance(answer, Exception):
             raise answer
         return FakeResponse(answer)
+
+    def send(self, method: str, path: str, **kw: Any) -> FakePending:
+        """Client.send: the request goes now, its answer (or error) comes with response()."""
+        try:
+            return FakePending(self.request(method, path, **kw))
+        except Exception as exc:  # handed back as the daemon's answer
+            return FakePending(exc)
 
     def post_json(self, path: str, body: Any = None, **kw: Any) -> Any:
         return self.request("POST", path, body=body, **kw).json()
@@ -339,3 +356,43 @@ def test_startup_imports_stay_small():
             "'termios', 'tty') or m.startswith(('pallet.engine', 'pallet.image', 'pallet.api.server'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _ram_reference(value: str) -> int | None:
+    """What ram_in_bytes read with its regular expression before (the reference)."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?\s*", value.lower())
+    return None if m is None else int(float(m.group(1)) * run._UNITS[m.group(2) or "b"])
+
+
+@pytest.mark.parametrize("value", ["64m", "1.5g", "512k", "1024", " 2 GiB ", "3kb", "7ib", "5 b", "1.m",
+                                   ".5m", "5k b", "", "m", "1e3", "-1", "5\u0661k", "\u0661.\u0662g",
+                                   "5\u00a0m", "10KIB", "1..2", "4 k\n", "8t", "2p", "9x"])
+def test_ram_in_bytes_reads_as_the_expression(value):
+    expected = _ram_reference(value)
+    if expected is None:
+        with pytest.raises(InvalidArgument):
+            run.ram_in_bytes(value)
+    else:
+        assert run.ram_in_bytes(value) == expected
+
+
+def test_ram_in_bytes_on_random_text():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    pieces = st.sampled_from(["1", "23", ".", "5", " ", "\t", "k", "m", "g", "i", "b", "B", "K", "\u0663",
+                              "x"])
+
+    @settings(max_examples=400, deadline=None, database=None)
+    @given(st.lists(pieces | st.text(max_size=1), max_size=8).map("".join))
+    def check(value: str) -> None:
+        expected = _ram_reference(value)
+        if expected is None:
+            with pytest.raises(InvalidArgument):
+                run.ram_in_bytes(value)
+        else:
+            assert run.ram_in_bytes(value) == expected
+
+    check()

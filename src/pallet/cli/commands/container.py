@@ -6,16 +6,17 @@ is `rm`...); only `prune` lives here."""
 
 from __future__ import annotations
 
-import argparse
 import sys
-from collections.abc import Callable
 
 from pallet.errors import PalletError
 
 TYPE_CHECKING = False  # typing costs ~3 ms of CLI start-up; mypy reads this name as typing's
 if TYPE_CHECKING:
+    from collections.abc import Callable  # the `collections` package: ~1 ms of start-up
     from typing import Any
 
+    from pallet.cli.args import Parser
+    from pallet.cli.helpformat import HelpFormatter as HelpFormatter
     from pallet.cli.main import Context
 
 USAGE = """Usage:  pallet container COMMAND
@@ -61,11 +62,16 @@ _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 
 def path(ref: str, suffix: str = "") -> str:
     """`/containers/<ref><suffix>` with the reference quoted for a URL path."""
-    if all(ch in _UNRESERVED for ch in ref):
-        return f"/containers/{ref}{suffix}"
+    return f"/containers/{quote(ref)}{suffix}"
+
+
+def quote(ref: str, safe: str = "") -> str:
+    """urllib.parse.quote(ref, safe=safe), loading urllib.parse only for characters that need it."""
+    if all(ch in _UNRESERVED or ch in safe for ch in ref):
+        return ref
     from urllib.parse import quote
 
-    return f"/containers/{quote(ref, safe='')}{suffix}"
+    return quote(ref, safe=safe)
 
 
 def error_line(exc: BaseException) -> str:
@@ -92,43 +98,21 @@ def for_each(refs: list[str], op: Callable[[str], Any], *, echo: bool = True) ->
     return rc
 
 
-class HelpFormatter(argparse.HelpFormatter):
-    """argparse's formatter with the terminal width read once per process.
+def __getattr__(name: str) -> Any:
+    """`HelpFormatter`, imported from here by many verbs, loaded when first asked for (it is
+    what imports argparse: ~9 ms that the container verbs' fast parser saves)."""
+    if name == "HelpFormatter":
+        from pallet.cli.helpformat import HelpFormatter
 
-    argparse builds a formatter for every `add_argument` (to check the metavar) and, without a
-    width, each one imports `shutil` (which loads bz2 and lzma: ~2.5 ms) and asks the terminal
-    for its size; `pallet run` declares ~95 flags. The width is the same as argparse's own:
-    $COLUMNS, else the terminal of stdout, else 80, minus 2 (shutil.get_terminal_size)."""
-
-    _cached_width: int | None = None
-
-    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
-                 width: int | None = None) -> None:
-        super().__init__(prog, indent_increment, max_help_position,
-                         width if width is not None else self.terminal_width())
-
-    @classmethod
-    def terminal_width(cls) -> int:
-        width = HelpFormatter._cached_width
-        if width is None:
-            import os
-
-            try:
-                columns = int(os.environ.get("COLUMNS", ""))
-            except ValueError:
-                columns = 0
-            if columns <= 0:
-                try:
-                    columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
-                except (AttributeError, ValueError, OSError):
-                    columns = 0
-            width = HelpFormatter._cached_width = (columns or 80) - 2
-        return width
+        return HelpFormatter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def parser(prog: str, description: str, usage: str | None = None) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(prog=prog, description=description, usage=usage,
-                                   formatter_class=HelpFormatter)
+def parser(prog: str, description: str, usage: str | None = None) -> Parser:
+    """A verb's parser: argparse's, with the fast path of pallet.cli.args for common command lines."""
+    from pallet.cli.args import Parser
+
+    return Parser(prog=prog, description=description, usage=usage)
 
 
 def prune(ctx: Context, argv: list[str], prog: str = "pallet container prune") -> int:

@@ -5,21 +5,20 @@ from __future__ import annotations
 
 import os
 import sys
-from urllib.parse import quote
 
+from pallet.cli.commands.container import quote
 from pallet.errors import PalletError
 
 TYPE_CHECKING = False  # typing costs ~3 ms of CLI start-up; mypy reads this name as typing's
 if TYPE_CHECKING:
-    import argparse
     from typing import Any
 
+    from pallet.cli.args import Namespace, Parser
     from pallet.cli.main import Context
 
 
-def build_parser(prog: str = "pallet exec") -> argparse.ArgumentParser:
-    import argparse
-
+def build_parser(prog: str = "pallet exec") -> Parser:
+    from pallet.cli.args import REMAINDER
     from pallet.cli.commands.container import parser
 
     p = parser(prog, "Execute a command in a running container",
@@ -34,11 +33,11 @@ def build_parser(prog: str = "pallet exec") -> argparse.ArgumentParser:
     p.add_argument("--privileged", action="store_true", help="Give extended privileges to the command")
     p.add_argument("--detach-keys", help="Override the key sequence for detaching a container")
     p.add_argument("container", metavar="CONTAINER")
-    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]")
+    p.add_argument("command", nargs=REMAINDER, metavar="COMMAND [ARG...]")
     return p
 
 
-def exec_config(args: argparse.Namespace) -> dict[str, Any]:
+def exec_config(args: Namespace) -> dict[str, Any]:
     """The ExecConfig body (POST /containers/{id}/exec) for parsed flags."""
     from pallet.cli.commands.run import env_list
 
@@ -77,11 +76,11 @@ def main(ctx: Context, argv: list[str], prog: str = "pallet exec") -> int:
         exec_id = client.post_json(path(args.container, "/exec"), cfg)["Id"]
         start = {"Detach": args.detach, "Tty": args.tty}
         if args.detach:
-            client.request("POST", f"/exec/{quote(exec_id)}/start", body=start).read()
+            client.request("POST", f"/exec/{quote(exec_id, '/')}/start", body=start).read()
             return 0
-        h = client.hijack("POST", f"/exec/{quote(exec_id)}/start", body=start)
+        h = client.hijack("POST", f"/exec/{quote(exec_id, '/')}/start", body=start)
         if args.tty:
-            attach.follow_resize(client, f"/exec/{quote(exec_id)}/resize")
+            attach.follow_resize(client, f"/exec/{quote(exec_id, '/')}/resize")
         stdin = bool(cfg["AttachStdin"])
         keys = b""
         if stdin and args.tty and os.isatty(0):
@@ -89,7 +88,7 @@ def main(ctx: Context, argv: list[str], prog: str = "pallet exec") -> int:
         with attach.RawTerminal(0, enabled=args.tty and stdin):
             if not attach.pump(h, tty=args.tty, stdin=stdin, detach_keys=keys):
                 return 0
-        info = client.get_json(f"/exec/{quote(exec_id)}/json")
+        info = client.get_json(f"/exec/{quote(exec_id, '/')}/json")
     except PalletError as exc:
         msg = error_line(exc)
         print(msg, file=sys.stderr)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
-from collections.abc import Iterator, Sequence
 
 from pallet.errors import InvalidArgument
 
 TYPE_CHECKING = False  # typing costs ~3 ms of CLI start-up; mypy reads this name as typing's
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
     from typing import Any
 
+    from pallet.cli.args import Parser
     from pallet.cli.main import Context
 
 HEADERS = {"Repository": "REPOSITORY", "Tag": "TAG", "Digest": "DIGEST", "ID": "IMAGE ID",
@@ -51,10 +51,10 @@ def rows(summaries: list[dict[str, Any]], *, no_trunc: bool = False) -> Iterator
             yield {"Repository": repo, "Tag": tag, **base}
 
 
-def build_parser(prog: str = "pallet images") -> argparse.ArgumentParser:
-    from pallet.cli.commands.container import HelpFormatter
+def build_parser(prog: str = "pallet images") -> Parser:
+    from pallet.cli.commands.container import parser
 
-    p = argparse.ArgumentParser(prog=prog, description="List images", formatter_class=HelpFormatter)
+    p = parser(prog, "List images")
     p.add_argument("reference", nargs="?", metavar="REPOSITORY[:TAG]")
     p.add_argument("-a", "--all", action="store_true",
                    help="Show all images (default hides intermediate images)")

@@ -3,10 +3,10 @@ does when --type is not given), or a Go template of it with --format."""
 
 from __future__ import annotations
 
-import json
 import sys
-from urllib.parse import quote
 
+from pallet import jsonio
+from pallet.cli.commands.container import quote
 from pallet.errors import InvalidArgument, NotFound, PalletError
 
 TYPE_CHECKING = False  # typing costs ~3 ms of CLI start-up; mypy reads this name as typing's
@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from pallet.api.client import Client
+    from pallet.cli.args import Parser
     from pallet.cli.main import Context
 
 
@@ -33,8 +34,9 @@ def _get(client: Client, ref: str, kind: str | None, size: bool) -> Any:
     raise NotFound(f"No such object: {ref}")
 
 
-def main(ctx: Context, argv: list[str], prog: str = "pallet inspect") -> int:
-    from pallet.cli.commands.container import error_line, parser
+def build_parser(prog: str = "pallet inspect") -> Parser:
+    """The parser of `pallet inspect` (argparse's calls; pallet.cli.args reads the common command lines)."""
+    from pallet.cli.commands.container import parser
 
     p = parser(prog, "Return low-level information on Docker objects")
     p.add_argument("names", nargs="+", metavar="NAME|ID")
@@ -42,7 +44,13 @@ def main(ctx: Context, argv: list[str], prog: str = "pallet inspect") -> int:
     p.add_argument("-s", "--size", action="store_true",
                    help="Display total file sizes if the type is container")
     p.add_argument("--type", choices=["container", "image"], help="Only inspect objects of the given type")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(ctx: Context, argv: list[str], prog: str = "pallet inspect") -> int:
+    from pallet.cli.commands.container import error_line
+
+    args = build_parser(prog).parse_args(argv)
     if prog.endswith("container inspect"):
         args.type = "container"
     client = ctx.client()
@@ -68,5 +76,5 @@ def main(ctx: Context, argv: list[str], prog: str = "pallet inspect") -> int:
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from exc
     else:
-        sys.stdout.write(json.dumps(found, indent=4) + "\n")
+        sys.stdout.write(jsonio.dumps(found, indent=4) + "\n")
     return rc

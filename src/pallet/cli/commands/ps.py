@@ -7,14 +7,15 @@ digest dropped, NAMES the first name without its slash. --no-trunc keeps everyth
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
 
 from pallet.errors import InvalidArgument
 
 TYPE_CHECKING = False  # typing costs ~3 ms of CLI start-up; mypy reads this name as typing's
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
+    from pallet.cli.args import Parser
     from pallet.cli.main import Context
 
 HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "RunningFor": "CREATED",
@@ -81,9 +82,9 @@ def row(c: Mapping[str, Any], *, no_trunc: bool = False, now: float | None = Non
     }
 
 
-def main(ctx: Context, argv: list[str], prog: str = "pallet ps") -> int:
+def build_parser(prog: str = "pallet ps") -> Parser:
+    """The parser of `pallet ps` (argparse's calls; pallet.cli.args reads the common command lines)."""
     from pallet.cli.commands.container import parser
-    from pallet.cli.commands.images import filters_param
 
     p = parser(prog, "List containers")
     p.add_argument("-a", "--all", action="store_true",
@@ -98,7 +99,13 @@ def main(ctx: Context, argv: list[str], prog: str = "pallet ps") -> int:
     p.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE",
                    help="Filter output based on conditions provided")
     p.add_argument("--format", help="'table', 'table TEMPLATE', 'json' or a Go template")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(ctx: Context, argv: list[str], prog: str = "pallet ps") -> int:
+    from pallet.cli.commands.images import filters_param
+
+    args = build_parser(prog).parse_args(argv)
     limit = 1 if args.latest else args.last
     want_size = args.size or bool(args.format and "{{.Size}}" in args.format.replace(" ", ""))
     containers = ctx.client().get_json("/containers/json", params={

@@ -11,10 +11,11 @@ if TYPE_CHECKING:
     import argparse
     from typing import Any
 
+    from pallet.cli.args import Namespace
     from pallet.cli.main import Context
 
 
-def update_body(args: argparse.Namespace) -> dict[str, Any]:
+def update_body(args: argparse.Namespace | Namespace) -> dict[str, Any]:
     from pallet.cli.commands.run import nano_cpus, ram_in_bytes, restart_policy
 
     body: dict[str, Any] = {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -61,10 +60,9 @@ def render(data: dict[str, Any]) -> str:
 
 
 def main(ctx: Context, argv: list[str]) -> int:
-    from pallet.cli.commands.container import HelpFormatter
+    from pallet.cli.commands.container import parser
 
-    p = argparse.ArgumentParser(prog="pallet version", description="Show the Pallet version information",
-                                formatter_class=HelpFormatter)
+    p = parser("pallet version", "Show the Pallet version information")
     p.add_argument("-f", "--format", help="Format the output using the given Go template ('{{json .}}')")
     args = p.parse_args(argv)
     data: dict[str, Any] = {"Client": client_section(), "Server": None}

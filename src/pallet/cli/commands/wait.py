@@ -4,15 +4,23 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # typing costs ~3 ms of CLI start-up; mypy reads this name as typing's
 if TYPE_CHECKING:
+    from pallet.cli.args import Parser
     from pallet.cli.main import Context
 
 
-def main(ctx: Context, argv: list[str], prog: str = "pallet wait") -> int:
-    from pallet.cli.commands.container import for_each, parser, path
+def build_parser(prog: str = "pallet wait") -> Parser:
+    """The parser of `pallet wait` (argparse's calls; pallet.cli.args reads the common command lines)."""
+    from pallet.cli.commands.container import parser
 
     p = parser(prog, "Block until one or more containers stop, then print their exit codes")
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(ctx: Context, argv: list[str], prog: str = "pallet wait") -> int:
+    from pallet.cli.commands.container import for_each, path
+
+    args = build_parser(prog).parse_args(argv)
     client = ctx.client()
 
     def wait(ref: str) -> None:
