@@ -2,6 +2,7 @@
 server and to Docker's (docker-registry, distribution 2.8).
 
     bench/run registry [--quick] [--reps N] [--no-install] [--sizes-mb 10,50,100,200]
+                       [--baseline-src DIR] [--only-images 1,50]
 
 Images (built by this harness as docker-archives, see growth_bench.layered_archive): busybox plus
 one 100 MB layer of random data ("1 layer"), and busybox plus 49 layers of 2 MB ("50 layers").
@@ -22,6 +23,11 @@ server already has; each pull reads what the push before it stored: gzip layers 
 push compresses; random data does not shrink), Pallet's uncompressed layers for pallet (about the
 same bytes). Servers: `pallet registry serve` and `docker-registry`, both on 127.0.0.1 with a
 temporary root. In full mode, pull time against image size (single layer, --sizes-mb) is plotted.
+`--baseline-src DIR` adds a "pallet-baseline" column to the pull rows: the same pull by a
+palletd (and CLI) importing pallet from DIR (a copy of another version's `src/`, through
+PYTHONPATH), in the same rounds, so that a change is measured before/after side by side under
+the same machine load (the images are pushed by this checkout's palletd either way).
+`--only-images 50` measures only the 50-layer image (`1` only the single layer).
 Skips with the reason when this pallet lacks `push`, `pull` or `registry serve`. Target (issue 8):
 pull and push at least as fast as skopeo (pallet/skopeo time <= 1.0).
 """
@@ -155,6 +161,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common_args(ap, default_reps=10, quick_reps=2)
     ap.add_argument("--sizes-mb", default="10,50,100,200", help="pull time against size (full mode)")
+    ap.add_argument("--baseline-src", help="also pull with the pallet package found in this directory "
+                    "(e.g. a copy of another version's src/), interleaved in the same rounds")
+    ap.add_argument("--only-images", default="1,50", help="which images: 1 (one layer), 50 (layers)")
     a = ap.parse_args()
     reps, _warmup = reps_of(a, 10, 2)
     sec = Section("registry", a.quick)
@@ -171,7 +180,10 @@ def main() -> int:
                 sec.skip("registry", "this pallet lacks " + ", ".join(" ".join(v) for v in lacking))
                 return _finish(sec, out)
             base = busybox_tar(work / "busybox.tar")
-            images = {"1 layer, 100 MB": [100], "50 layers, 100 MB": [2] * 49}
+            wanted = {x.strip() for x in a.only_images.split(",")}
+            images = {title: layers for title, layers, key in (("1 layer, 100 MB", [100], "1"),
+                                                                ("50 layers, 100 MB", [2] * 49, "50"))
+                      if key in wanted}
             archives = {}
             for k, (title, layers) in enumerate(images.items()):
                 ref = f"bench/img{k}:src"
@@ -182,7 +194,8 @@ def main() -> int:
                 sec.skip("docker-registry server", "not installed (apt-get install docker-registry)")
             else:
                 servers["docker-registry"] = docker_registry
-            clients = ["pallet"] + ([] if "skopeo" in missing else ["skopeo"])
+            clients = ["pallet"] + (["pallet-baseline"] if a.baseline_src else []) + \
+                ([] if "skopeo" in missing else ["skopeo"])
             if "skopeo" in missing:
                 sec.skip("skopeo client", "not installed (apt-get install skopeo)")
             elif "podman" not in missing:
@@ -221,6 +234,25 @@ def main() -> int:
                                 sec.notes.append(f"FAILED: pallet fetch via {server}: {reason(exc)}")
                             finally:
                                 shutil.rmtree(fetch_root, ignore_errors=True)
+                    elif client == "pallet-baseline":
+                        push = None  # pushed by this checkout; only the pull is compared
+                        d.cli("tag", src_ref, ref)
+                        d.cli("push", "-q", ref, timeout=900)
+                        d.cli("rmi", ref)
+                        old = os.environ.get("PYTHONPATH")
+                        os.environ["PYTHONPATH"] = str(Path(a.baseline_src).resolve())
+                        try:
+                            puller = Palletd(work / f"pull{n}", parent)
+                        finally:
+                            if old is None:
+                                os.environ.pop("PYTHONPATH", None)
+                            else:
+                                os.environ["PYTHONPATH"] = old
+                        try:
+                            pull = puller.ms("pull", "-q", ref, timeout=900)
+                        finally:
+                            puller.close()
+                            shutil.rmtree(work / f"pull{n}", ignore_errors=True)
                     elif client == "podman":
                         push = None
                         run(["skopeo", "copy", "-q", "--dest-tls-verify=false", f"docker-archive:{archive}",

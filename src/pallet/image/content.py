@@ -25,6 +25,16 @@ and only a power loss can undo a rename not yet synced, taking the blob back to 
 moment leaves at most an ingest directory behind (collected by `clean_ingests`), never a
 partial blob (STYLE.md §7; containerd content/local, umoci oci/cas/dir do the same). Every digest
 is validated (`pallet.oci.digest.Digest`) before a path is built from it.
+
+Commit in two steps (what a pull uses to take the fsync off its download threads): `verify()`
+checks digest and size, keeping the bytes in the ingest under the writer's lock; a later
+`commit()`, from another thread, after `start_writeback()`, fsyncs and renames. The order
+"fsync, then rename" is the same, so the guarantee is the same: a blob name never points at
+bytes a power loss can take back. Writers also start the writeback of every `WRITEBACK_CHUNK`
+bytes as they go (`posix_fadvise(POSIX_FADV_DONTNEED)`, which on Linux starts asynchronous
+writeback of the dirty range and drops only clean pages, mm/fadvise.c; the fallback
+PostgreSQL's `pg_flush_data` uses where sync_file_range(2) is not at hand), so the
+commit's fsync waits for the tail of the file rather than writing all of it then.
 """
 
 from __future__ import annotations
@@ -54,6 +64,8 @@ FORMAT_VERSION = 1
 LAYOUT_VERSION = "1.0.0"
 CHUNK = 1 << 20
 DEFAULT_MAX_READ = 64 << 20
+# Start the writeback of a blob being written every this many bytes (module docstring).
+WRITEBACK_CHUNK = 8 << 20
 _MAX_REF = 1024
 
 
@@ -109,6 +121,8 @@ class ContentWriter(Protocol):
     offset: int
 
     def write(self, data: bytes | bytearray | memoryview) -> int: ...
+    def verify(self, expected: Descriptor | None = None) -> Descriptor: ...
+    def start_writeback(self) -> None: ...
     def commit(self, expected: Descriptor | None = None) -> Descriptor: ...
     def abort(self) -> None: ...
     def close(self) -> None: ...
@@ -208,6 +222,8 @@ class _Writer:
         self._lock_fd = -1
         self._f: BinaryIO | None = None
         self._done = False
+        self._verified: Descriptor | None = None
+        self._kicked = 0        # writeback started up to this offset
         self._open()
 
     def _open(self) -> None:
@@ -227,6 +243,7 @@ class _Writer:
             while chunk := self._f.read(CHUNK):
                 self._hasher.update(chunk)
             self._f.seek(0, os.SEEK_END)
+            self._kicked = self._hasher.size
         except BaseException:
             self._release()
             raise
@@ -280,19 +297,42 @@ class _Writer:
     def write(self, data: bytes | bytearray | memoryview) -> int:
         if self._f is None or self._done:
             raise InvalidArgument("write on a closed content writer")
+        if self._verified is not None:
+            raise InvalidArgument("write on a verified content writer")
         n = len(data)
         if self.expected is not None and self._hasher.size + n > self.expected.size:
             raise DigestMismatch(f"{self.expected.digest}: more than the expected "
                                  f"{self.expected.size} bytes written")
         self._f.write(data)
         self._hasher.update(data)
+        if self._hasher.size - self._kicked >= WRITEBACK_CHUNK:
+            self._writeback()
         return n
 
-    def commit(self, expected: Descriptor | None = None) -> Descriptor:
-        """Verify, fsync and publish the blob; returns its descriptor. Idempotent for existing
-        content. On a mismatch the ingest is discarded and DigestMismatch raised."""
+    def start_writeback(self) -> None:
+        """Start the asynchronous writeback of what was written and not yet sent to the disk
+        (module docstring), so that a later `commit` waits less; a no-op on a closed writer."""
+        if self._f is not None and not self._done:
+            self._writeback()
+
+    def _writeback(self) -> None:
+        """Start the writeback of what was written since the last call (module docstring)."""
+        assert self._f is not None
+        self._f.flush()
+        end = self._hasher.size
+        with contextlib.suppress(OSError):  # a hint: a file system without it loses nothing
+            os.posix_fadvise(self._f.fileno(), self._kicked, end - self._kicked, os.POSIX_FADV_DONTNEED)
+        self._kicked = end
+
+    def verify(self, expected: Descriptor | None = None) -> Descriptor:
+        """The first half of `commit`: check the digest and size, but keep the bytes in the
+        ingest (under our lock) until `commit`, which may come from another thread (after
+        `start_writeback`, say). On a mismatch the ingest is discarded and DigestMismatch
+        raised. Nothing more can be written afterwards."""
         if self._f is None or self._done:
-            raise InvalidArgument("commit on a closed content writer")
+            raise InvalidArgument("verify on a closed content writer")
+        if self._verified is not None:
+            return self._verified
         expected = expected or self.expected
         digest, size = self._hasher.digest(), self._hasher.size
         media_type = expected.media_type if expected else self.media_type
@@ -301,11 +341,29 @@ class _Writer:
                 raise DigestMismatch(f"content is {digest} ({size} bytes), expected "
                                      f"{expected.digest} ({expected.size} bytes)")
             self._f.flush()
+        except BaseException:
+            self._discard()
+            raise
+        if expected is not None:
+            self._verified = Descriptor(media_type, digest, size, expected.annotations, expected.platform,
+                                        expected.urls, expected.artifact_type)
+        else:
+            self._verified = Descriptor(media_type, digest, size)
+        return self._verified
+
+    def commit(self, expected: Descriptor | None = None) -> Descriptor:
+        """Verify, fsync and publish the blob; returns its descriptor. Idempotent for existing
+        content. On a mismatch the ingest is discarded and DigestMismatch raised."""
+        if self._f is None or self._done:
+            raise InvalidArgument("commit on a closed content writer")
+        desc = self.verify(expected)
+        try:
+            self._f.flush()
             os.fsync(self._f.fileno())
             os.fchmod(self._f.fileno(), 0o444)
             self._f.close()
             self._f = None
-            target = self._store._blob_path(digest)
+            target = self._store._blob_path(desc.digest)
             target.parent.mkdir(parents=True, exist_ok=True)
             # rename(2) over an existing blob is harmless: same name, same verified bytes.
             os.rename(self.dir / "data", target)
@@ -315,10 +373,7 @@ class _Writer:
             self._discard()
             raise
         self._discard()
-        if expected is not None:
-            return Descriptor(media_type, digest, size, expected.annotations, expected.platform,
-                              expected.urls, expected.artifact_type)
-        return Descriptor(media_type, digest, size)
+        return desc
 
     def abort(self) -> None:
         """Forget the write and its bytes (also of a resumable one)."""
@@ -627,11 +682,19 @@ class ContentStore:
 
     def tag(self, name: str, desc: Descriptor) -> None:
         """Point ref name `name` in index.json at `desc` (replacing what it named before)."""
+        self.tag_many([name], desc)
+
+    def tag_many(self, names: Sequence[str], desc: Descriptor) -> None:
+        """`tag` for several names at once: one rewrite of index.json (a pull names its image
+        by tag and by digest)."""
+        if not names:
+            return
         with self._index_locked():
-            entries = [d for d in self.index() if d.ref_name != name]
-            annotations = dict(desc.annotations or {})
-            annotations[ANNOTATION_REF_NAME] = name
-            entries.append(desc.with_annotations(annotations))
+            entries = [d for d in self.index() if d.ref_name not in names]
+            for name in dict.fromkeys(names):
+                annotations = dict(desc.annotations or {})
+                annotations[ANNOTATION_REF_NAME] = name
+                entries.append(desc.with_annotations(annotations))
             self._write_index(entries)
 
     def untag(self, name: str) -> None:

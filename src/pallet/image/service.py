@@ -1120,8 +1120,7 @@ class ImageService:
         olds = self.meta.put_images_and_names([rec], [(n, str(rec.id), str(mdesc.digest)) for n in checked])
         rec = self.meta.get_image(rec.id)
         img = self.get(str(rec.id))
-        for n in checked:
-            self.content.tag(n, img.manifest_desc)
+        self.content.tag_many(checked, img.manifest_desc)
         changed = [n for n, old in zip(checked, olds, strict=True) if old is None or old.image_id != rec.id]
         return img, changed
 

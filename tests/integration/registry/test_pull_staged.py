@@ -200,3 +200,55 @@ def test_a_pull_killed_with_layers_staged_leaves_a_store_that_cleans_up_and_pull
         assert 0 < len(res.fetched) < 10
     finally:
         svc.close()
+
+
+@pytest.mark.parametrize("snapshotter", ["overlay", "copying"])
+def test_a_layer_is_committed_only_once_its_blob_is_in_the_store(server, tmp_path, monkeypatch, snapshotter):
+    """The downloads hand their verified blobs to the publisher thread (fsync, rename); a
+    layer's snapshot must not be committed before its blob is renamed into the store, or a
+    kill between the two would leave a layer a later pull skips ("Already exists") with no
+    blob behind it. The publisher is slowed down here to make the race certain."""
+    import time
+
+    from pallet.image.content import _Writer
+
+    name = _push(server, "staged/order", snapshotter, [_tar([("file", f"o{i}", os.urandom(300_000))])
+                                                       for i in range(6)], gzipped={2})
+    svc = ImageService(tmp_path / "store", snapshotter)
+    real_commit = _Writer.commit
+
+    def slow_commit(self, expected=None):
+        time.sleep(0.05)
+        return real_commit(self, expected)
+
+    monkeypatch.setattr(_Writer, "commit", slow_commit)
+    manifest = json.loads(server.request("GET", f"/v2/staged/order/manifests/{snapshotter}", None,
+                                         {"Accept": OCI_MANIFEST}).body)
+    layers = [d["digest"] for d in manifest["layers"]]
+    missing: list[str] = []
+    real_apply = ImageService._apply if snapshotter == "copying" else None
+    real_commit_layers = ImageService.commit_layers
+
+    def check_commit_layers(self, stack, parent):
+        missing.extend(str(st.layer.digest) for st in stack if not self.content.exists(st.layer.digest))
+        return real_commit_layers(self, stack, parent)
+
+    def check_apply(self, layer, diff_id, chain, parent, source, before_commit, lease):
+        def check() -> None:
+            if before_commit is not None:
+                before_commit()
+            if not self.content.exists(layer.digest):
+                missing.append(str(layer.digest))
+        return real_apply(self, layer, diff_id, chain, parent, source, check, lease)
+
+    monkeypatch.setattr(ImageService, "commit_layers", check_commit_layers)
+    if real_apply is not None:
+        monkeypatch.setattr(ImageService, "_apply", check_apply)
+    try:
+        [res] = RegistryClient(svc).pull(name)
+        assert missing == []
+        assert set(res.fetched) == set(layers)
+        assert all(svc.content.exists(d) for d in layers)
+        assert svc.content.ingests() == []
+    finally:
+        svc.close()

@@ -314,6 +314,18 @@ def test_set_index_tag_untag(store):
     assert [d.ref_name for d in store.index()] == ["v1"]  # the refused write changed nothing
 
 
+def test_tag_many_names_in_one_index_write(store):
+    m1, m2 = store.put(b"m1", mt.OCI_MANIFEST), store.put(b"m2", mt.OCI_MANIFEST)
+    store.tag_many(["a", "b"], m1)
+    before = (store.path / "index.json").stat().st_ino
+    store.tag_many(["b", "c", "c"], m2)  # moves b, adds c once
+    assert (store.path / "index.json").stat().st_ino != before  # rewritten (atomically)
+    assert [(d.ref_name, d.digest) for d in store.index()] == [("a", m1.digest), ("b", m2.digest),
+                                                              ("c", m2.digest)]
+    store.tag_many([], m1)
+    assert len(store.index()) == 3
+
+
 # --- crash safety ---------------------------------------------------------------------------
 
 def _fork(child) -> int:
@@ -381,6 +393,37 @@ def test_writer_killed_between_verify_and_rename(store, monkeypatch):
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
     assert not store.exists(Digest.from_bytes(data)) and _visible_files(store) == []
     _check_consistent(store)
+
+
+def test_writer_killed_after_verify_keeps_a_complete_resumable_ingest(store):
+    """The two-step commit a pull uses (verify in the download thread, fsync and rename later
+    in another): a kill in between leaves the verified bytes in the ingest, invisible, and the
+    next writer of that ref starts at their end."""
+    data = os.urandom(9 << 20)  # past WRITEBACK_CHUNK: the writeback was started on the way
+    expected = _desc(data)
+    r, w = os.pipe()
+
+    def child() -> None:
+        wr = store.writer(expected, ref="pull-x", sync_dir=False)
+        wr.write(data)
+        wr.verify()
+        os.write(w, b"x")
+        time.sleep(60)
+
+    pid = _fork(child)
+    assert os.read(r, 1) == b"x"
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    os.close(r)
+    os.close(w)
+    assert not store.exists(expected.digest) and _visible_files(store) == []
+    _check_consistent(store)
+    offset, wr = store.resume("pull-x", expected)
+    assert offset == len(data)
+    wr.verify()
+    wr.commit()
+    store.sync_blobs()
+    assert store.read(expected.digest) == data and store.ingests() == []
 
 
 def test_resumable_writer_killed_then_resumed(store):

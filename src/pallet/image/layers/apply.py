@@ -55,6 +55,7 @@ OPAQUE_WHITEOUT = ".wh..wh..opq"
 OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
 
 CHUNK = 1 << 20
+COPY_READAHEAD = 64 << 10
 SPARSE_BLOCK = 64 << 10
 # Headers (with PAX records and GNU long names) of one entry may not take more than this;
 # tarfile reads a whole extended header into memory, so it must be bounded before that.
@@ -111,9 +112,12 @@ class _HashingReader:
         self.off = 0
         self.max_size = max_size
         self.budget: int | None = None
+        # Reading ahead a whole CHUNK would pull the start of each file's data through Python
+        # when the rest goes file to file (`copy_into`): read ahead little, for the headers.
+        self._fill_size = COPY_READAHEAD if self.can_copy else CHUNK
 
     def _fill(self) -> bool:
-        data = self.raw.read(CHUNK)
+        data = self.raw.read(self._fill_size)
         if not data:
             return False
         if self.h is not None:
@@ -165,6 +169,29 @@ class _HashingReader:
             if not self.read(min(pos - self.pos, CHUNK)):
                 break
         return self.pos
+
+    @property
+    def can_copy(self) -> bool:
+        """True when file data can go from the source to the target file without passing
+        through Python (`copy_into`): nothing to hash here (the caller verifies these bytes
+        itself) and a raw stream that offers it (DecompressingReader.can_copy)."""
+        return self.h is None and bool(getattr(self.raw, "can_copy", False))
+
+    def copy_into(self, fd: int, n: int) -> int:
+        """Up to `n` bytes of the stream into the file `fd` (at its position): what is buffered
+        here first, then straight from the source (`can_copy` must be true). Returns the count,
+        0 at the end of the stream."""
+        if self.off < len(self.buf):
+            view = memoryview(self.buf)[self.off:self.off + n]
+            done = os.write(fd, view)
+            self.off += done
+        else:
+            done = self.raw.copy_into(fd, n)  # type: ignore[attr-defined]  # can_copy said so
+            self.count += done
+            if self.count > self.max_size:
+                raise InvalidArgument(f"layer is larger than the limit of {self.max_size} bytes")
+        self.pos += done
+        return done
 
     def drain(self) -> None:
         self.budget = None
@@ -339,6 +366,15 @@ class _Applier:
         stream = tar.fileobj
         assert stream is not None
         remaining = size
+        if isinstance(stream, _HashingReader) and stream.can_copy:
+            # The bytes of a plain layer go from the blob's file to this one in the kernel
+            # (copy_file_range(2)): no second pass through Python's buffers, half the copying.
+            while remaining:
+                done = stream.copy_into(fd, remaining)
+                if not done:
+                    raise InvalidArgument("layer tar is truncated inside a file")
+                remaining -= done
+            return
         while remaining:
             data = stream.read(min(remaining, CHUNK))
             if not data:

@@ -14,6 +14,7 @@ small bomb never allocates more than one read's worth.
 from __future__ import annotations
 
 import enum
+import os
 import zlib
 from typing import Any, Protocol, cast
 
@@ -85,6 +86,18 @@ class _Counting:
             data = self.raw.read(n)
         self.count += len(data)
         return data
+
+    def copy_into(self, fd: int, n: int) -> int:
+        """Copy up to `n` bytes into the file `fd` (at its position) without them passing
+        through Python, when `raw` offers `copy_into`; returns the count, 0 at the end."""
+        if self.head:
+            view = memoryview(self.head)[:n]
+            done = os.write(fd, view)
+            self.head = self.head[done:]
+        else:
+            done = self.raw.copy_into(fd, n)  # type: ignore[attr-defined]
+        self.count += done
+        return done
 
 
 class _GzipInner:
@@ -175,6 +188,22 @@ class DecompressingReader:
     @property
     def compressed_bytes(self) -> int:
         return self.src.count
+
+    @property
+    def can_copy(self) -> bool:
+        """True when `copy_into` is offered: a plain (uncompressed) stream over a source that
+        can copy its bytes into a file itself (a file being followed: copy_file_range(2))."""
+        return self.kind is Compression.NONE and callable(getattr(self.src.raw, "copy_into", None))
+
+    def copy_into(self, fd: int, n: int) -> int:
+        """`read` straight into the file `fd`, for a plain stream (`can_copy`): the bytes go
+        from file to file inside the kernel. Returns the count, 0 at the end."""
+        done = self.src.copy_into(fd, n)
+        self.out += done
+        if self.max_output is not None and self.out > self.max_output:
+            raise InvalidArgument(f"layer is larger than the limit of {self.max_output} bytes "
+                                  "uncompressed")
+        return done
 
     def readable(self) -> bool:
         return True

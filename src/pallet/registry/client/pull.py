@@ -15,28 +15,39 @@ The steps (distribution spec "Pulling manifests", "Pulling blobs"):
    there, and the next pull of any image with that layer asks only for the rest
    (`Range: bytes=<offset>-`, distribution spec "Range requests"; a 200 instead of 206
    restarts the blob). A dropped connection is retried the same way a few times in-process.
-   Every blob is verified against its digest and size before it becomes visible.
+   Every blob is verified against its digest and size before it becomes visible. The download
+   thread only verifies (ContentWriter.verify) and moves on to its next blob; the publisher
+   thread (`_Publisher`) starts the writeback of the verified blobs, fsyncs them and renames
+   them into the store, so the waits for the disk are off the downloads' path.
 5. Each layer is unpacked while it downloads, by an unpack worker (`max_concurrent` of them)
    that follows the growing ingest file. With the overlay snapshotter the layers are unpacked
    in parallel, out of order, each into a staging directory of the snapshotter
    (ImageService.stage_layer): an overlay layer needs nothing of its parent (whiteouts are
    recorded as device nodes, not applied), except a hardlink to a lower layer's file, whose
    copy-up waits until the layers below are committed. This thread commits the staged layers
-   bottom up once their blobs are verified: the next one, waited for, with every layer above it
-   that is staged and verified already, in one snapshot transaction (commit_staged_many). A
-   layer downloaded before its unpacker started is read from the blob our writer just verified,
-   without hashing it again. With the copying snapshotter, whose snapshots are whole trees,
-   layer i is unpacked once layer i-1 is committed, while the layers above still download.
-6. One fsync makes the renames of every blob durable (ContentStore.sync_blobs); then the image
-   record and its names (the tag, and `repo@digest`) are written in one metadata transaction.
-   One gc lease, taken at the start, holds the manifest, config and layers until then.
+   bottom up once their blobs are in the store (verified and renamed: a committed layer always
+   has its blob, since a later pull skips both): the next one, waited for, with every layer
+   above it that is staged and stored already, in one snapshot transaction
+   (commit_staged_many). A layer downloaded before its unpacker started is read from the bytes
+   our writer just verified, without hashing them again. With the copying snapshotter, whose
+   snapshots are whole trees, layer i is unpacked once layer i-1 is committed, while the layers
+   above still download. The file data of a plain (uncompressed) layer goes from the ingest
+   file to the unpacked file inside the kernel (copy_file_range(2), `_Follower.copy_into`):
+   its bytes are not read back into Python, only the tar headers are.
+6. The publisher is waited for, one fsync makes the renames of every blob durable
+   (ContentStore.sync_blobs); then the image record and its names (the tag, and `repo@digest`)
+   are written in one metadata transaction. One gc lease, taken at the start, holds the
+   manifest, config and layers until then.
 
 Crash safety (kill -9 at any moment; tests/integration/registry/test_pull_push.py kills a pull
 half way, the snapshot and content store suites kill at every step): a blob is visible only
-after its digest was verified and it was renamed out of its ingest; an ingest survives for the
-next pull to resume; a staged layer is a `new-*` directory under our flock, removed by the
-snapshotter's `cleanup` once we are gone; a committed layer snapshot is complete (its COMMIT is
-the last step); the image exists only once its record is committed, after everything it names.
+after its digest was verified, its bytes fsynced, and it was renamed out of its ingest (the
+fsync happens later than the verification, in another thread, but still before the rename);
+an ingest survives for the next pull to resume, a verified one at its end (nothing more is
+transferred, its bytes are hashed again); a staged layer is a `new-*` directory under our
+flock, removed by the snapshotter's `cleanup` once we are gone; a committed layer snapshot is
+complete (its COMMIT is the last step) and has its blob in the store; the image exists only once
+its record is committed, after everything it names.
 What is batched is durability against power loss, not consistency: the blob directory is
 fsynced once per pull instead of once per blob, before the image record; a blob whose rename
 a power loss undid is simply absent and fetched again. Unpacked files are not fsynced (as
@@ -55,10 +66,12 @@ JSON stream `docker pull` shows.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import http.client
 import json
 import logging
+import os
 import threading
 import time
 import urllib.parse
@@ -96,6 +109,7 @@ ACCEPT = ", ".join((mt.OCI_INDEX, mt.OCI_MANIFEST, mt.DOCKER_MANIFEST_LIST, mt.D
 INGEST_PREFIX = "pull-"
 RETRIES = 4
 PROGRESS_INTERVAL = 0.1
+READ_PIECE = 256 << 10
 LOCK_WAIT = 600.0
 
 
@@ -273,18 +287,21 @@ class Puller:
         return data
 
     def download(self, ref: Reference, desc: Descriptor, result: PullResult,
-                 state: _Download | None = None) -> None:
+                 state: _Download | None = None, publisher: _Publisher | None = None) -> None:
         """Stream one blob into the content store, resuming a partial ingest (module docstring).
-        `state` tells a concurrent unpacker how far the ingest file is."""
+        `state` tells a concurrent unpacker how far the ingest file is. With `publisher`, the
+        verified blob is handed to it to be made durable and renamed into place (the blob is
+        in the store once `publisher.finish()` returned); without, it is committed here."""
         state = state or _Download()
         try:
-            self._download(ref, desc, result, state)
+            self._download(ref, desc, result, state, publisher)
         except BaseException as exc:
             state.fail(exc)
             raise
         state.finish()
 
-    def _download(self, ref: Reference, desc: Descriptor, result: PullResult, state: _Download) -> None:
+    def _download(self, ref: Reference, desc: Descriptor, result: PullResult, state: _Download,
+                  publisher: _Publisher | None) -> None:
         content = self.images.content
         sid = short(desc.digest)
         ingest_ref = f"{INGEST_PREFIX}{desc.digest}"
@@ -292,6 +309,7 @@ class Puller:
         attempt = 0
         while True:
             if content.exists(desc.digest):
+                state.publish()
                 self._emit("Download complete", sid)
                 return
             try:
@@ -327,10 +345,14 @@ class Puller:
                                               f"got a range from {start}")
                     self._stream(resp, writer, desc, sid, result, state)
                 self._emit("Verifying Checksum", sid)
-                writer.commit()
-                state.verified = True
-                self._emit("Download complete", sid)
-                return
+                if publisher is None:
+                    writer.commit()
+                    state.publish()
+                else:
+                    # fsync and rename in the publisher's thread, off this download's path
+                    # (module docstring, step 6); the ingest stays ours until then.
+                    writer.verify()
+                    publisher.submit(writer, state)
             except DigestMismatch:
                 writer.abort()
                 raise
@@ -344,19 +366,34 @@ class Puller:
             except BaseException:
                 writer.close()
                 raise
+            # Past this point the writer belongs to the publisher (or is committed).
+            state.verified = True
+            self._emit("Download complete", sid)
+            return
 
     def _stream(self, resp: http.client.HTTPResponse, w: Any, desc: Descriptor, sid: str,
                 result: PullResult, state: _Download) -> None:
         last = 0.0
         key = str(desc.digest)
+        # One buffer for the whole blob: a fresh 1 MB bytes object per read (what read1 makes)
+        # costs page faults, glibc handing large blocks back to the kernel on free. readinto
+        # fills the buffer before it returns: READ_PIECE keeps progress (and a client that went
+        # away, noticed at the next report) from waiting for a whole MB on a slow link.
+        buf = bytearray(READ_PIECE)
+        view = memoryview(buf)
+        unannounced = 0
         try:
             while True:
-                chunk = resp.read1(BLOCK)
-                if not chunk:
+                n = resp.readinto(buf)
+                if not n:
                     break
-                w.write(chunk)
-                state.advance()
-                result.fetched[key] = result.fetched.get(key, 0) + len(chunk)
+                w.write(view[:n])
+                # The follower is woken per BLOCK, not per piece (finish() wakes it at the end).
+                unannounced += n
+                if unannounced >= BLOCK:
+                    unannounced = 0
+                    state.advance()
+                result.fetched[key] = result.fetched.get(key, 0) + n
                 now = time.monotonic()
                 if now - last >= PROGRESS_INTERVAL:
                     last = now
@@ -383,13 +420,20 @@ class Puller:
                     follower = _Follower(f, layer.size, state, lambda n: self._emit("Extracting", sid, n,
                                                                                    layer.size))
                     self.images.unpack_layer(layer, diff_id, parent, source=follower,
-                                             before_commit=state.wait_done, lease=lease)
+                                             before_commit=state.wait_published, lease=lease)
                     return
             except (_Restarted, FileNotFoundError):
                 pass  # the bytes being followed went away: unpack the verified blob below
         state.wait_done()
         self._emit("Extracting", sid, 0, layer.size)
-        self.images.unpack_layer(layer, diff_id, parent, lease=lease)
+        if state.verified:
+            # Verified by our writer; maybe not renamed into the store yet (_Publisher).
+            with _open_verified(self.images, layer.digest) as f:
+                source = _Follower(f, layer.size, state, _no_report)
+                self.images.unpack_layer(layer, diff_id, parent, source=source,
+                                         before_commit=state.wait_published, lease=lease)
+        else:
+            self.images.unpack_layer(layer, diff_id, parent, lease=lease)
         self._emit("Extracting", sid, layer.size, layer.size)
 
     def _stage(self, layer: Descriptor, diff_id: str, state: _Download,
@@ -407,10 +451,11 @@ class Puller:
         state.wait_done()
         self._emit("Extracting", sid, 0, layer.size)
         if state.verified:
-            # Our own writer hashed these exact bytes moments ago (the same file, renamed): read
-            # them as the follower would have, without a second verification pass.
-            with open(self.images.content.path_of(layer.digest), "rb") as f:
-                staged = self.images.stage_layer(layer, diff_id, source=f, lower_dirs=lowers)
+            # Our own writer hashed these exact bytes moments ago (the same file, maybe renamed
+            # by now): read them as the follower would have, without a second verification pass.
+            with _open_verified(self.images, layer.digest) as f:
+                source = _Follower(f, layer.size, state, _no_report)
+                staged = self.images.stage_layer(layer, diff_id, source=source, lower_dirs=lowers)
         else:
             staged = self.images.stage_layer(layer, diff_id, lower_dirs=lowers)
         self._emit("Extracting", sid, layer.size, layer.size)
@@ -418,7 +463,7 @@ class Puller:
 
     def _fetch_and_unpack_staged(self, ref: Reference, layers: Sequence[Descriptor],
                                  diff_ids: Sequence[Digest], chains: list[str], todo: list[bool],
-                                 result: PullResult, lease: str) -> None:
+                                 result: PullResult, lease: str, publisher: _Publisher) -> None:
         """Download and unpack every needed layer in parallel; commit the snapshots in order.
 
         Downloads run `max_concurrent` at a time as before; each layer is applied, while it
@@ -453,7 +498,8 @@ class Puller:
                         continue
                     if key not in downloads:
                         states[key] = _Download()
-                        downloads[key] = dl.submit(self.download, ref, layer, result, states[key])
+                        downloads[key] = dl.submit(self.download, ref, layer, result, states[key],
+                                                   publisher)
                     staged[i] = up.submit(self._stage, layer, str(diff_ids[i]), states[key],
                                           functools.partial(lowers, i))
                 parent: str | None = None
@@ -470,12 +516,13 @@ class Puller:
                     while j < len(layers):
                         fut = staged[j]
                         key = str(layers[j].digest)
-                        if fut is None or (batch and not (fut.done() and downloads[key].done())):
+                        if fut is None or (batch and not (fut.done() and downloads[key].done()
+                                                          and states[key].published)):
                             break
                         st = fut.result()
                         staged[j] = None
                         batch.append(st)
-                        states[key].wait_done()  # the blob is verified
+                        states[key].wait_published()  # verified and in the content store
                         downloads[key].result()
                         j += 1
                     self.images.commit_layers(batch, parent)
@@ -500,7 +547,7 @@ class Puller:
 
     def _fetch_and_unpack_serial(self, ref: Reference, layers: Sequence[Descriptor],
                                  diff_ids: Sequence[Digest], chains: list[str], todo: list[bool],
-                                 result: PullResult, lease: str) -> None:
+                                 result: PullResult, lease: str, publisher: _Publisher) -> None:
         """Download in parallel, unpack one layer after the other (snapshotters that keep whole
         trees, where a layer needs its parent's files)."""
         futures: dict[str, Future[None]] = {}
@@ -511,7 +558,8 @@ class Puller:
                     key = str(layer.digest)
                     if needed and key not in futures:
                         states[key] = _Download()
-                        futures[key] = pool.submit(self.download, ref, layer, result, states[key])
+                        futures[key] = pool.submit(self.download, ref, layer, result, states[key],
+                                                   publisher)
                 parent: str | None = None
                 for layer, diff_id, chain, needed in zip(layers, diff_ids, chains, todo, strict=True):
                     if needed:
@@ -549,15 +597,21 @@ class Puller:
                 content.put(data, manifest.config.media_type, expected=manifest.config)
             check_image(manifest, parse_config(content.read(manifest.config.digest)))
             layers = list({str(layer.digest): layer for layer in manifest.layers}.values())
-            with ThreadPoolExecutor(self.max_concurrent, thread_name_prefix="fetch") as pool:
-                futures = [pool.submit(self.download, ref, layer, result) for layer in layers]
-                try:
-                    for f in futures:
-                        f.result()
-                except BaseException:
-                    for f in futures:
-                        f.cancel()
-                    raise
+            publisher = _Publisher()
+            try:
+                with ThreadPoolExecutor(self.max_concurrent, thread_name_prefix="fetch") as pool:
+                    futures = [pool.submit(self.download, ref, layer, result, None, publisher)
+                               for layer in layers]
+                    try:
+                        for f in futures:
+                            f.result()
+                    except BaseException:
+                        for f in futures:
+                            f.cancel()
+                        raise
+                publisher.finish()
+            finally:
+                publisher.abandon()
             content.sync_blobs()
         result.updated = bool(result.fetched)
         return Descriptor(manifest.media_type, mdesc.digest, mdesc.size), result
@@ -596,14 +650,20 @@ class Puller:
                     self._emit("Waiting", short(layer.digest))  # behind the concurrency limit
             self.images.hold_all(lease, [str(layer.digest) for layer, needed
                                          in zip(manifest.layers, todo, strict=True) if needed])
-            if self.images.can_stage:
-                self._fetch_and_unpack_staged(ref, manifest.layers, config.diff_ids, chains, todo,
-                                              result, lease)
-            else:
-                self._fetch_and_unpack_serial(ref, manifest.layers, config.diff_ids, chains, todo,
-                                              result, lease)
-            # The blob renames of the downloads become durable here, in one fsync, before the
-            # image record that names them (see pallet.image.content).
+            publisher = _Publisher()
+            try:
+                if self.images.can_stage:
+                    self._fetch_and_unpack_staged(ref, manifest.layers, config.diff_ids, chains, todo,
+                                                  result, lease, publisher)
+                else:
+                    self._fetch_and_unpack_serial(ref, manifest.layers, config.diff_ids, chains, todo,
+                                                  result, lease, publisher)
+                # Every blob fsynced and renamed into the store (_Publisher)...
+                publisher.finish()
+            finally:
+                publisher.abandon()  # a no-op after finish; else keeps the bytes for the next pull
+            # ...and the renames durable here, in one fsync, before the image record that
+            # names them (see pallet.image.content).
             content.sync_blobs()
             wanted = list(names) if names is not None else []
             if ref.digest is None:
@@ -620,6 +680,129 @@ class Puller:
         return result
 
 
+class _PublisherClosed(Exception):
+    """The pull is over (abandoned): no more blobs are taken."""
+
+
+class _Publisher:
+    """Commits the blobs the downloads verified (fsync, rename into `blobs/`), in a thread of
+    its own, so that a download thread goes on to its next blob instead of waiting for the disk.
+
+    The writers were `verify()`ed; this thread takes all the blobs queued at once, starts the
+    writeback of each (a big blob's was started every 8 MB as it was written), then fsyncs and
+    renames them in order, so the disk works on the batch at once and the fsyncs mostly wait
+    for I/O already under way. `finish()` waits for every
+    blob handed over and raises the first error; `abandon()` stops taking blobs and closes the
+    writers not committed yet, which keeps their verified bytes in their ingests: the next pull
+    resumes each at its end and transfers nothing of it."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._queue: list[tuple[Any, _Download | None]] = []
+        self._closed = False
+        self._busy = False
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def submit(self, writer: Any, state: _Download | None = None) -> None:
+        """Take `writer` (verified) to commit; `state.publish()` is called once it is done."""
+        with self._cond:
+            if self._closed:
+                raise _PublisherClosed()
+            self._queue.append((writer, state))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="pull-publish", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                batch, self._queue = self._queue, []
+                self._busy = True
+            try:
+                # Start the writeback of every blob of the batch first (asynchronous), then
+                # fsync them one by one: the disk works on all of them at once. Here, not in
+                # the download threads, as submitting writeback can block on a busy disk.
+                for writer, _ in batch:
+                    writer.start_writeback()
+                for writer, state in batch:
+                    self._commit(writer, state)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _commit(self, writer: Any, state: _Download | None) -> None:
+        error: BaseException | None = None
+        try:
+            if self._error is None:
+                writer.commit()
+            else:
+                writer.close()
+                error = Unavailable("an earlier blob of this pull could not be stored")
+        except BaseException as exc:  # handed to finish()
+            error = exc
+            with self._cond:
+                self._error = self._error or exc
+        finally:
+            if state is not None:
+                state.publish(error)
+
+    def wait(self) -> None:
+        """Until every blob handed over so far is committed; raises the first error."""
+        with self._cond:
+            while self._queue or self._busy:
+                self._cond.wait()
+            if self._error is not None:
+                raise self._error
+
+    def finish(self) -> None:
+        """`wait`, then stop the thread."""
+        try:
+            self.wait()
+        finally:
+            self._stop()
+
+    def abandon(self) -> None:
+        """Stop taking blobs; the ones not committed yet keep their bytes in their ingests."""
+        with self._cond:
+            self._closed = True
+            pending, self._queue = self._queue, []
+            self._cond.notify_all()
+        for writer, state in pending:
+            with contextlib.suppress(BaseException):
+                writer.close()
+            if state is not None:
+                state.publish(Unavailable("the pull was abandoned"))
+        self._stop()
+
+    def _stop(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+
+def _no_report(n: int) -> None:
+    """A `_Follower` report that reports nothing (the caller reports the extraction itself)."""
+
+
+def _open_verified(images: ImageService, digest: Digest) -> Any:
+    """The bytes of a blob this pull's writer verified: in its ingest until the publisher
+    renames it into the store, in the store after (rename(2) is atomic: one of the two)."""
+    try:
+        return open(images.content.ingest_data(f"{INGEST_PREFIX}{digest}"), "rb")
+    except FileNotFoundError:
+        return open(images.content.path_of(digest), "rb")
+
+
 class _Restarted(Exception):
     """The ingest being followed was dropped (the registry ignored a Range request)."""
 
@@ -634,6 +817,8 @@ class _Download:
         self.restarted = False
         self.verified = False      # this download's writer verified the blob (not found present)
         self.error: BaseException | None = None
+        self.published = False     # the blob is in the content store (renamed into blobs/)
+        self.publish_error: BaseException | None = None
 
     def start(self) -> None:
         with self.cond:
@@ -677,6 +862,24 @@ class _Download:
             if self.error is not None:
                 raise self.error
 
+    def publish(self, error: BaseException | None = None) -> None:
+        """The blob is in the content store now (or, with `error`, will not be this pull)."""
+        with self.cond:
+            self.published = True
+            self.publish_error = error
+            self.cond.notify_all()
+
+    def wait_published(self) -> None:
+        """Until the blob is in the content store: what a layer's snapshot commit waits for,
+        so that a committed layer always has its blob (a later pull skips both)."""
+        with self.cond:
+            while not self.published and self.error is None:
+                self.cond.wait()
+            if self.error is not None:
+                raise self.error
+            if self.publish_error is not None:
+                raise self.publish_error
+
 
 class _Follower:
     """Reads an ingest file while it is written: at its end, waits for the writer until the
@@ -690,31 +893,68 @@ class _Follower:
         self._state = state
         self._report = report
         self._last = 0.0
+        self._kernel_copy = True
+
+    def _advanced(self, n: int) -> None:
+        self.pos += n
+        now = time.monotonic()
+        if self._state.done and (now - self._last >= PROGRESS_INTERVAL or self.pos == self.total):
+            self._last = now
+            self._report(self.pos)
 
     def read(self, n: int = -1, /) -> bytes:
         n = BLOCK if n is None or n < 0 else n
         while self.pos < self.total:
             data = self._f.read(min(n, self.total - self.pos))
             if data:
-                self.pos += len(data)
-                now = time.monotonic()
-                if self._state.done and (now - self._last >= PROGRESS_INTERVAL or self.pos == self.total):
-                    self._last = now
-                    self._report(self.pos)
+                self._advanced(len(data))
                 return bytes(data)
-            with self._state.cond:
-                if self._state.restarted:
-                    raise _Restarted()
-                if self._state.error is not None:
-                    raise Unavailable(f"download failed: {self._state.error}")
-                if self._state.done:
-                    # Complete and flushed, yet shorter than its descriptor: cannot be.
-                    if not self._f.read(1):
-                        raise Unavailable(f"the blob ended at {self.pos} of {self.total} bytes")
-                    self._f.seek(self.pos)
-                    continue
-                self._state.cond.wait(0.2)
+            self._wait()
         return b""
+
+    def copy_into(self, fd: int, n: int) -> int:
+        """Up to `n` of the next bytes into the file `fd` (at its position), file to file in
+        the kernel (copy_file_range(2); the layer applier's zero-copy path for plain layers),
+        waiting for the writer as `read` does. Falls back to `read` and write(2) where the
+        kernel refuses (another file system: EXDEV; EINVAL, ENOSYS, EOPNOTSUPP)."""
+        n = min(n, self.total - self.pos)
+        if n <= 0:
+            return 0
+        while True:
+            if not self._kernel_copy:
+                data = self.read(min(n, BLOCK))
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                return len(data)
+            try:
+                done = os.copy_file_range(self._f.fileno(), fd, n, self.pos)
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                    raise
+                self._kernel_copy = False
+                continue
+            if done:
+                self._f.seek(self.pos + done)  # `read` goes on from here
+                self._advanced(done)
+                return done
+            self._wait()
+
+    def _wait(self) -> None:
+        """At the end of what is written so far: wait for more (raising if it never comes)."""
+        with self._state.cond:
+            if self._state.restarted:
+                raise _Restarted()
+            if self._state.error is not None:
+                raise Unavailable(f"download failed: {self._state.error}")
+            if self._state.done:
+                # Complete and flushed, yet shorter than its descriptor: cannot be.
+                self._f.seek(self.pos)
+                if not self._f.read(1):
+                    raise Unavailable(f"the blob ended at {self.pos} of {self.total} bytes")
+                self._f.seek(self.pos)
+                return
+            self._state.cond.wait(0.2)
 
 
 def _index_descriptors(body: bytes, what: str) -> list[Descriptor]:
