@@ -238,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"palletd version {__version__}")
         return 0
+    if argv is None:  # the real command line, not a test calling main([...]) in its own process
+        from pallet.daemon.malloc import reexec_tuned
+
+        reexec_tuned()  # returns when GLIBC_TUNABLES is set (pallet/daemon/malloc.py)
     setup_logging(config)
     try:
         asyncio.run(serve(config))

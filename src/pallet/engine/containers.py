@@ -91,8 +91,12 @@ def _now() -> str:
 
 def _write_json_atomic(path: str, data: Any) -> None:
     tmp = f"{path}.tmp-{secrets.token_hex(4)}"
+    # json.dumps, not json.dump: dump streams through the pure-Python encoder (the C one serves
+    # only one-shot encoding, json/encoder.py iterencode): with dumps palletd used a fifth less
+    # CPU over 100 concurrent starts (issue 4, docs/design/daemon.md).
+    text = json.dumps(data)
     with open(tmp, "w") as f:
-        json.dump(data, f)
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

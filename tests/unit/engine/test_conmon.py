@@ -26,6 +26,8 @@ def test_argv_passes_the_runtime_its_root_and_log(tmp_path):
     assert args[args.index("-l") + 1] == "k8s-file:/var/lib/p/c/c-json.log"
     assert args[args.index("--log-size-max") + 1] == "3000"
     assert "-i" in args and "--leave-stdin-open" in args and "-t" not in args  # OpenStdin, not StdinOnce
+    # Nothing the engine does not use: each string costs conmon heap (issue 4, see conmon.argv).
+    assert not {"-n", "-0", "--persist-dir", "--socket-dir-path"} & set(args)
     once = conmon.argv(cid="c", runtime=["runc"], runtime_root="/r", bundle="/b", exec_dir="/x", log_path="",
                        log_max_size=0, tty=True, open_stdin=True, stdin_once=True)
     assert "--leave-stdin-open" not in once and "-t" in once
