@@ -59,5 +59,12 @@ class CgroupManager(Protocol):
         pallet-runtime records to remove an empty cgroup without this manager (delete)."""
         ...
 
+    def self_move_files(self) -> list[str]:
+        """Files a single-threaded process writes "0" to, to move itself into this cgroup without
+        cgroup_threadgroup_rwsem (v1's `tasks` of each hierarchy; kernel/cgroup/cgroup.c
+        cgroup_procs_write_start: a thread moving itself needs no threadgroup lock, so no RCU
+        grace period), or [] when there is no such way (v2: cgroup.procs takes the lock)."""
+        ...
+
     def destroy(self) -> None:
         """Remove `path` and its sub-cgroups, children first; never a parent. Idempotent."""

@@ -97,8 +97,12 @@ class Rootfs:
 
     # -- the spec's mounts -----------------------------------------------------------------
     def mount_all(self, mounts: list[dict], cgroup_binds: Callable[[], list[tuple[str, str]]],
-                  idmapped: dict[int, int]) -> None:
+                  idmapped: dict[int, int], before_cgroup: Callable[[], None] | None = None) -> None:
+        """The spec's mounts in order; `before_cgroup` runs before the first `cgroup` mount."""
         for i, m in enumerate(mounts):
+            if before_cgroup is not None and m.get("type") == "cgroup":
+                before_cgroup()
+                before_cgroup = None
             try:
                 self._mount_one(m, cgroup_binds, idmapped.get(i))
             except OSError as exc:

@@ -55,7 +55,8 @@ def create(rt: Runtime, cid: str, opts: CreateOptions) -> ContainerState:
     try:
         if created:
             cg.set({})  # the directories, no limit yet: the helper below joins them
-        cgwarm.start(cgwarm.procs_file(cg.dirs()))  # the grace period, in a child (pallet.runtime.cgwarm)
+        if not cg.self_move_files():  # v2: the init is moved by pid (pallet.runtime.cgwarm)
+            cgwarm.start(cgwarm.procs_file(cg.dirs()))
         if created:
             # Our own cgroup: its limits go in now, while the rest is prepared; an existing
             # one is left alone until the whole config has been checked (_spawn).
@@ -105,6 +106,7 @@ def _create(rt: Runtime, cid: str, opts: CreateOptions, bundle: str, config: dic
             fifo_fd=fifo_fd, console=console,
             # Only a `cgroup` mount needs them (a read of /proc/self/mountinfo, 0.2-2 ms).
             cgroup_binds=_cgroup_binds(cg, linux) if _has_cgroup_mount(config) else [],
+            cgroup_tasks=cg.self_move_files(),  # v1: stage 1 joins by itself (init._self_move)
             no_pivot=opts.no_pivot, preserve_fds=opts.preserve_fds,
             hook_state=oci_state(st, "creating"), seccomp=_seccomp(rt, linux),
         )
@@ -144,8 +146,6 @@ def _spawn(rt: Runtime, plan, cg, linux: dict, st: ContainerState, limits_set: b
     try:
         if not limits_set:
             cg.set(linux.get("resources") or {})  # limits in force before the init joins
-        cg.apply(stage1_pid)  # no grace-period wait: cgwarm's child holds the window open
-        cgwarm.reap()  # out of the cgroup's pids count before stage 1 forks
         parent.send("go")
         msg, _ = parent.recv()
         if msg["type"] == "userns":
@@ -165,6 +165,13 @@ def _spawn(rt: Runtime, plan, cg, linux: dict, st: ContainerState, limits_set: b
         pid = msg["pid"]
         st.pid = pid
         st.pid_start = proc_start_time(pid) or 0
+        if not plan.cgroup_tasks:
+            # v2: the init joins its cgroup now, while it sets up its root filesystem: the
+            # kernel's grace period of this first move (pallet.runtime.cgwarm) overlaps that
+            # work. The init waits for "continue" before its cgroup mount, its cgroup namespace
+            # and anything that forks (pallet.runtime.init.stage2). On v1 stage 1 moved itself.
+            cg.apply(pid)
+            cgwarm.reap()  # out of the cgroup before the init can fork
         _reap(stage1_pid)
         stage1_pid = 0
         parent.send("continue")
@@ -259,7 +266,9 @@ def exec_process(rt: Runtime, cid: str, process: dict, console_socket: str | Non
     if status not in ("running", "created"):
         raise Conflict(f"cannot exec in a {status} container")
     cg = rt._cgroup(st.cgroup_path)
-    cgwarm.start(cgwarm.procs_file(cg.dirs()))  # the grace period, in a child (pallet.runtime.cgwarm)
+    tasks = cg.self_move_files()  # v1: stage 1 joins by itself (init._self_move)
+    if not tasks:  # v2: the runtime moves it by pid, after the grace period (pallet.runtime.cgwarm)
+        cgwarm.start(cgwarm.procs_file(cg.dirs()))
     validate_process(process)
     linux = st.config.get("linux") or {}
     _validate_security(rt, process, linux)
@@ -282,7 +291,7 @@ def exec_process(rt: Runtime, cid: str, process: dict, console_socket: str | Non
     config = {**st.config, "process": process}
     plan = initmod.InitPlan(config=config, rootfs="/", join_fds=join_fds, new_flags=0,
                             new_userns=False, console=console, preserve_fds=preserve_fds,
-                            seccomp=_seccomp(rt, linux))
+                            seccomp=_seccomp(rt, linux), cgroup_tasks=tasks)
     if subreaper if subreaper is not None else not detach:
         rt.sys.prctl(F.PR_SET_CHILD_SUBREAPER, 1)  # stage 2 is reparented to us: we wait for it
     parent, child = Channel.pair()
@@ -297,8 +306,9 @@ def exec_process(rt: Runtime, cid: str, process: dict, console_socket: str | Non
         console.close()
     pid = 0
     try:
-        cg.apply(stage1_pid)
-        cgwarm.reap()  # out of the cgroup's pids count before stage 1 forks
+        if not tasks:
+            cg.apply(stage1_pid)
+            cgwarm.reap()  # out of the cgroup's pids count before stage 1 forks
         parent.send("go")
         msg, _ = parent.recv("pid")
         pid = msg["pid"]

@@ -209,6 +209,9 @@ class V1Manager:
     def dirs(self) -> list[str]:
         return list(self._all_dirs())
 
+    def self_move_files(self) -> list[str]:
+        return [os.path.join(d, "tasks") for d in self._all_dirs()]
+
     def destroy(self) -> None:
         for d in self._all_dirs():
             fs.remove_tree(d)

@@ -187,5 +187,8 @@ class V2Manager:
     def dirs(self) -> list[str]:
         return [self._dir]
 
+    def self_move_files(self) -> list[str]:
+        return []  # cgroup.threads moves only within a threaded domain: cgroup.procs it is
+
     def destroy(self) -> None:
         fs.remove_tree(self._dir)
