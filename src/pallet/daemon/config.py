@@ -64,6 +64,9 @@ class DaemonConfig:
     # dockerd's --ip-forward: set net.ipv4.ip_forward=1 once a container joins a non-internal
     # bridge network, so that its outbound NAT works (pallet.network.manager).
     ip_forward: bool = True
+    # dockerd's --mtu: the MTU of the default bridge network's interfaces (0: Docker's 1500).
+    # User-defined networks take -o com.docker.network.driver.mtu (pallet.network.manager).
+    mtu: int = 1500
     # The per-container monitor (pallet.engine.containers.MONITORS): "conmon", "pallet" (the
     # Python one), or "" for conmon when it is installed.
     monitor: str = ""
@@ -89,6 +92,7 @@ _TYPES: dict[str, type] = {
     "live-restore": bool, "cgroup-parent": str, "image-store-max-size": int, "image-store-min-free": int,
     "userns-default": str, "userns-base": int, "userns-size": int, "userns-count": int,
     "insecure-registries": list, "ip-forward": bool, "monitor": str,
+    "mtu": int,
 }
 assert {k.replace("-", "_") for k in _TYPES} == {f.name for f in fields(DaemonConfig)}
 
@@ -147,6 +151,8 @@ def validate(config: DaemonConfig) -> None:
                    count=config.userns_count)
     if config.log_level not in LOG_LEVELS:
         raise InvalidArgument(f"log-level {config.log_level!r}: want one of {', '.join(LOG_LEVELS)}")
+    if isinstance(config.mtu, bool) or not (config.mtu == 0 or 68 <= config.mtu <= 65535):
+        raise InvalidArgument(f"invalid default MTU: {config.mtu}: want 68..65535 (0: 1500)")
     if config.monitor not in ("", "conmon", "pallet"):
         raise InvalidArgument(f"monitor {config.monitor!r}: want conmon or pallet")
     for name in ("data_root", "exec_root"):

@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--live-restore", action="store_true", help="keep containers running without the daemon")
     p.add_argument("--ip-forward", type=lambda v: v.lower() in ("1", "true", "yes"), metavar="BOOL",
                    help="enable net.ipv4.ip_forward for bridge networks' outbound NAT (default true)")
+    p.add_argument("--mtu", type=int, metavar="BYTES",
+                   help="MTU of the default bridge network's interfaces (default 1500, as Docker)")
     p.add_argument("--monitor", choices=("conmon", "pallet"),
                    help="per-container monitor: conmon (the default when installed) or pallet (Python)")
     p.add_argument("--cgroup-parent", metavar="PATH",
@@ -175,7 +177,7 @@ async def serve(config: DaemonConfig) -> None:
 
         engine = EngineBackend(with_ip_forward(with_settings(default_engine_factory(
             host, cgroup_parent=config.cgroup_parent, runtimes=runtimes, monitor=config.monitor or None),
-            userns), config.ip_forward))
+            userns), config.ip_forward, mtu=config.mtu))
         images = ImageBackend(config.data_root, max_size=config.image_store_max_size,
                               min_free=config.image_store_min_free)
         app = create_app(host, engine=engine, images=images)

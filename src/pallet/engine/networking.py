@@ -62,6 +62,7 @@ class EngineNetworking:
         self.engine = engine
         self._manager = manager
         self._ip_forward = ip_forward
+        self._default_mtu = 0  # 0: as the default bridge's record says (1500 when made)
         self._lock = threading.Lock()
         self.dns: Any = None
 
@@ -72,6 +73,13 @@ class EngineNetworking:
             if self._manager is not None:
                 self._manager.ip_forward = enabled
 
+    def set_default_mtu(self, mtu: int) -> None:
+        """dockerd's --mtu: the default bridge network's MTU, from its next attachment on."""
+        with self._lock:
+            self._default_mtu = mtu
+            if self._manager is not None:
+                self._manager.set_default_mtu(mtu)
+
     @property
     def manager(self) -> NetworkManager:
         with self._lock:
@@ -80,6 +88,8 @@ class EngineNetworking:
 
                 self._manager = NetworkManager(self.engine.data_root, self.engine.exec_root,
                                                ip_forward=self._ip_forward)
+                if self._default_mtu:
+                    self._manager.set_default_mtu(self._default_mtu)
                 self._start_dns(self._manager)
             return self._manager
 
@@ -498,12 +508,15 @@ class EngineNetworking:
         return ports, {"Networks": s["Networks"]}
 
 
-def with_ip_forward(factory: Callable[[Any], Any], enabled: bool) -> Callable[[Any], Any]:
-    """Wrap palletd's engine factory so that the engine's networks apply --ip-forward."""
+def with_ip_forward(factory: Callable[[Any], Any], enabled: bool, *, mtu: int = 0) -> Callable[[Any], Any]:
+    """Wrap palletd's engine factory so that the engine's networks apply --ip-forward and
+    --mtu (0: leave the default bridge's MTU as it is)."""
 
     def build(image_service: Any) -> Any:
         engine = factory(image_service)
         engine.networking.set_ip_forward(enabled)
+        if mtu:
+            engine.networking.set_default_mtu(mtu)
         return engine
 
     return build

@@ -83,6 +83,11 @@ OPT_NAME = "com.docker.network.bridge.name"
 OPT_MTU = "com.docker.network.driver.mtu"
 OPT_MASQ = "com.docker.network.bridge.enable_ip_masquerade"
 OPT_HOST_IP = "com.docker.network.bridge.host_binding_ipv4"
+# TCP congestion control of the bridge subnets' routes, on the host and in the containers:
+# traffic between the host and its containers never meets a real bottleneck, and BBR (a
+# common host default) paces it at its own estimate, which at the 1500-byte MTU costs a third
+# of the throughput (measured: docs/design/network.md, "Throughput"). "" keeps the host default.
+SUBNET_CONGCTL = "cubic"
 HOST_CONFLICT = "container cannot be disconnected from host network or connected to host network"
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 
@@ -128,7 +133,7 @@ class NetworkManager:
                  firewall: Firewall | None = None, netns: NetnsStore | None = None,
                  sysctl_root: str = "/proc/sys", sys_root: str = "/sys", ip_forward: bool = False,
                  host_routes: Callable[[], list[str]] | None = None, ports: PortReserver | None = None,
-                 proxy: UserlandProxy | None = None) -> None:
+                 proxy: UserlandProxy | None = None, congctl: str = SUBNET_CONGCTL) -> None:
         self.data_root = os.path.abspath(data_root)
         self.path = os.path.join(self.data_root, "network", "networks.json")
         tag = "" if self.data_root == DEFAULT_DATA_ROOT else hashlib.sha256(
@@ -145,6 +150,7 @@ class NetworkManager:
         self.netns = netns if netns is not None else NetnsStore(os.path.join(exec_root, "netns"))
         self.sysctl_root, self.sys_root = sysctl_root, sys_root
         self.ip_forward = ip_forward
+        self.congctl = congctl
         self._host_routes = host_routes or self.netlink.routed_networks
         self.ports = ports if ports is not None else PortReserver()
         self.proxy = proxy if proxy is not None else UserlandProxy()
@@ -187,7 +193,7 @@ class NetworkManager:
     def _save(self) -> None:
         tmp = f"{self.path}.tmp-{secrets.token_hex(4)}"
         with open(tmp, "w") as f:
-            json.dump(self.state, f)
+            f.write(json.dumps(self.state))  # json.dumps: the C encoder; json.dump is pure Python
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
@@ -216,6 +222,19 @@ class NetworkManager:
                 changed = True
             if changed:
                 self._save()
+
+    def set_default_mtu(self, mtu: int) -> None:
+        """dockerd's --mtu (0: Docker's 1500): the default bridge network's MTU option, which
+        interfaces made from now on get (as with dockerd, running containers keep theirs until
+        they restart). Raises InvalidArgument outside 68..65535."""
+        mtu = mtu or 1500
+        if not 68 <= mtu <= 65535:
+            raise InvalidArgument(f"invalid default MTU: {mtu}: want 68..65535")
+        with self.lock:
+            for n in self.state["networks"].values():
+                if n["Name"] == "bridge" and n["Options"].get(OPT_MTU) != str(mtu):
+                    n["Options"][OPT_MTU] = str(mtu)
+                    self._save()
 
     def _record(self, name: str, driver: str, options: Mapping[str, str], labels: Mapping[str, str],
                 configs: list[dict[str, str]], *, internal: bool, ipv6: bool, attachable: bool = False,
@@ -543,7 +562,9 @@ class NetworkManager:
                 self.teardown(cid)  # leftovers of a run whose exit was not seen
             c["active"] = True
             if not c["networks"]:
-                self._save()
+                # Nothing to recover after a crash (no link, address or rule): `active` only
+                # lists the container under its none/host network, so no write (and fsync) of
+                # the whole state file for each `--network none` start.
                 return ""
             try:
                 c["netns"] = self.netns.create(cid)
@@ -603,7 +624,7 @@ class NetworkManager:
         self.netlink.add_veth(VethRequest(ep["veth"], n["bridge"], c["netns"], ifname,
                                           ep["MacAddress"] or conf.get("MacAddress") or _mac("10.0.0.1"),
                                           tuple(addrs), tuple(gws),
-                                          mtu))
+                                          mtu, self.congctl))
         # Hairpin: a container reaching its own published port comes back through its port.
         self._write(os.path.join(self.sys_root, "class/net", ep["veth"], "brport/hairpin_mode"), "1")
         names = [c["name"], cid[:12], *conf["Aliases"]]
@@ -645,7 +666,8 @@ class NetworkManager:
     def _ensure_bridge(self, n: Mapping[str, Any]) -> None:
         addrs = tuple(IfAddr(pc["Gateway"], ipaddress.ip_network(pc["Subnet"]).prefixlen)
                       for pc in n["IPAM"]["Config"] if ":" not in pc["Subnet"] or n["EnableIPv6"])
-        self.netlink.ensure_bridge(n["bridge"], addrs, int(n["Options"].get(OPT_MTU) or 1500))
+        self.netlink.ensure_bridge(n["bridge"], addrs, int(n["Options"].get(OPT_MTU) or 1500),
+                                   congctl=self.congctl)
         conf = os.path.join(self.sysctl_root, "net/ipv4/conf", n["bridge"])
         # Per-bridge forwarding (not the host-wide switch): routed traffic from the bridge
         # (outbound NAT, hairpin) is forwarded; route_localnet lets 127.0.0.1 be DNATed onto
@@ -686,10 +708,12 @@ class NetworkManager:
                     with contextlib.suppress(Exception):
                         hook(nid, cid, (), ())
                 del c["endpoints"][nid]
+            held = had or bool(c.get("netns"))
             if c.get("netns"):
                 self.netns.remove(cid)
             c["netns"], c["bound"], c["active"] = "", [], False
-            self._save()
+            if held or c["networks"]:
+                self._save()
             if had:
                 self._drop_unused_bridges()
                 self._apply_firewall()

@@ -9,6 +9,12 @@ Configuring an interface inside a container's network namespace needs a netlink 
 in that namespace. pyroute2's `IPRoute(netns=path)` gets one from a short-lived forked child
 that calls setns(2) and passes the socket back over a unix socket; the daemon itself never
 changes namespace (STYLE.md §8), as with podman's netavark, which also forks for this.
+
+Subnet routes may carry a TCP congestion control (`congctl`, the route attribute RTAX_CC_ALGO,
+ip-route(8) "congctl"): the driver asks for it on the bridge's connected routes on the host and
+on the container's own, so that TCP between the host and its containers does not use a host
+default made for long paths (why: docs/design/network.md, "Throughput"). Setting it is best
+effort: a kernel without that algorithm keeps the plain route and the network works as before.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ class VethRequest:
     addresses: tuple[IfAddr, ...]
     gateways: tuple[str, ...] = ()
     mtu: int = 1500
+    congctl: str = ""  # congestion control for the interface's subnet routes; "" the default
 
 
 class Netlink(Protocol):
@@ -66,9 +73,10 @@ class Netlink(Protocol):
         route excluded; what an IPAM pool must not hand out."""
         ...
 
-    def ensure_bridge(self, name: str, addresses: tuple[IfAddr, ...], mtu: int = 1500) -> None:
-        """Create bridge `name` if it is missing, add the addresses it lacks, set it up.
-        Idempotent."""
+    def ensure_bridge(self, name: str, addresses: tuple[IfAddr, ...], mtu: int = 1500,
+                      congctl: str = "") -> None:
+        """Create bridge `name` if it is missing, add the addresses it lacks, set it up; with
+        `congctl`, its connected routes use that TCP congestion control. Idempotent."""
         ...
 
     def delete_link(self, name: str) -> None:
@@ -83,6 +91,35 @@ class Netlink(Protocol):
 
 def _err(what: str, exc: BaseException) -> PalletError:
     return PalletError(f"netlink {what}: {exc}")
+
+
+def _set_congctl(ipr: Any, idx: int, addresses: tuple[IfAddr, ...], congctl: str) -> None:
+    """Replace the kernel's connected routes of `addresses` on link `idx` (main table, proto
+    kernel) by the same routes with RTAX_CC_ALGO `congctl`. Only routes that exist are replaced:
+    a replace that created an IPv6 prefix route before addrconf adds its own would leave two.
+    Best effort (see the module docstring): an unknown algorithm leaves the route as it was."""
+    if not congctl or not addresses:
+        return
+    from pyroute2.netlink.exceptions import NetlinkError  # not an OSError in pyroute2 0.9
+
+    nets = {ipaddress.ip_interface(f"{a.address}/{a.prefixlen}").network for a in addresses}
+    for family in sorted({10 if a.family == 6 else 2 for a in addresses}):
+        for r in ipr.get_routes(family=family, table=254, oif=idx):
+            dst, plen = r.get("dst"), r["dst_len"]
+            if not dst or r["proto"] != 2:  # RTPROT_KERNEL
+                continue
+            if ipaddress.ip_network(f"{dst}/{plen}", strict=False) not in nets:
+                continue
+            if (r.get("metrics") or {}).get("attrs") and dict(r.get("metrics")["attrs"]).get(
+                    "RTAX_CC_ALGO") == congctl:
+                continue
+            spec: dict[str, Any] = {"dst": dst, "dst_len": plen, "oif": idx, "family": family,
+                                    "table": 254, "proto": 2, "scope": r["scope"], "type": r["type"]}
+            for attr in ("prefsrc", "priority"):
+                if r.get(attr) is not None:
+                    spec[attr] = r.get(attr)
+            with contextlib.suppress(OSError, NetlinkError):
+                ipr.route("replace", metrics={"cc_algo": congctl}, **spec)
 
 
 class PyrouteNetlink:
@@ -113,7 +150,8 @@ class PyrouteNetlink:
                             out.append(str(ipaddress.ip_network(f"{dst}/{plen}", strict=False)))
         return out
 
-    def ensure_bridge(self, name: str, addresses: tuple[IfAddr, ...], mtu: int = 1500) -> None:
+    def ensure_bridge(self, name: str, addresses: tuple[IfAddr, ...], mtu: int = 1500,
+                      congctl: str = "") -> None:
         try:
             with self._ipr() as ipr:
                 found = ipr.link_lookup(ifname=name)
@@ -136,6 +174,7 @@ class PyrouteNetlink:
                         if exc.errno != errno.EEXIST:
                             raise
                 ipr.link("set", index=idx, state="up")
+                _set_congctl(ipr, idx, addresses, congctl)
         except (OSError, ValueError) as exc:
             raise _err(f"ensure bridge {name}", exc) from exc
 
@@ -187,6 +226,7 @@ class PyrouteNetlink:
                         ns.addr("add", index=idx, address=a.address, prefixlen=a.prefixlen,
                                 family=10 if a.family == 6 else 2, **extra)
                     ns.link("set", index=idx, state="up")
+                    _set_congctl(ns, idx, req.addresses, req.congctl)
                     lo = ns.link_lookup(ifname="lo")
                     if lo:
                         ns.link("set", index=lo[0], state="up")
@@ -209,6 +249,7 @@ class RecordingNetlink:
     links: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: list[tuple[str, Any]] = field(default_factory=list)
     fail: dict[str, Exception] = field(default_factory=dict)
+    congctl: dict[str, str] = field(default_factory=dict)  # bridge -> its routes' congctl
 
     def _rec(self, name: str, arg: Any) -> None:
         self.calls.append((name, arg))
@@ -221,8 +262,10 @@ class RecordingNetlink:
     def routed_networks(self) -> list[str]:
         return list(self.routes)
 
-    def ensure_bridge(self, name: str, addresses: tuple[IfAddr, ...], mtu: int = 1500) -> None:
+    def ensure_bridge(self, name: str, addresses: tuple[IfAddr, ...], mtu: int = 1500,
+                      congctl: str = "") -> None:
         self._rec("ensure_bridge", (name, addresses, mtu))
+        self.congctl[name] = congctl
         link = self.links.setdefault(name, {"kind": "bridge", "addresses": set()})
         link["addresses"] |= set(addresses)
 

@@ -490,3 +490,25 @@ def test_legacy_links(env):
     env.engine.remove(cid)
     env.engine.remove(web, force=True)
     mgr.remove("pt-link")
+
+
+def test_default_mtu_and_subnet_congctl_reach_the_kernel(env):
+    """palletd's --mtu gives the default bridge's interfaces that MTU; the bridge's and the
+    container's subnet routes carry `congctl cubic` (docs/design/network.md, "Throughput")."""
+    mgr = env.engine.networking.manager
+    env.engine.networking.set_default_mtu(9000)
+    try:
+        cid = env.run(["sleep", "60"])
+        c = mgr.container(cid)
+        (ep,) = c["endpoints"].values()
+        subnet = str(ipaddress.ip_interface(f"{ep['IPAddress']}/{ep['IPPrefixLen']}").network)
+        inside = ["nsenter", f"--net={c['netns']}", "ip"]
+        link = subprocess.run([*inside, "-o", "link", "show", "eth0"], capture_output=True, text=True).stdout
+        assert " mtu 9000 " in link, link
+        host, inner = (subprocess.run([*ip, "-4", "route", "show", subnet], capture_output=True,
+                                      text=True).stdout for ip in (["ip"], inside))
+        assert "congctl cubic" in host and "congctl cubic" in inner, (host, inner)
+        env.engine.remove(cid, force=True)
+    finally:
+        env.engine.networking.set_default_mtu(0)  # the module's data root is shared: back to 1500
+    assert mgr.inspect("bridge")["Options"]["com.docker.network.driver.mtu"] == "1500"

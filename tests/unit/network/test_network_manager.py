@@ -46,8 +46,8 @@ class KernelishNetlink(RecordingNetlink):
         super().__init__(**kw)
         self.sysroot = sysroot
 
-    def ensure_bridge(self, name, addresses, mtu=1500) -> None:
-        super().ensure_bridge(name, addresses, mtu)
+    def ensure_bridge(self, name, addresses, mtu=1500, congctl="") -> None:
+        super().ensure_bridge(name, addresses, mtu, congctl)
         (self.sysroot / "net/ipv4/conf" / name).mkdir(parents=True, exist_ok=True)
 
     def add_veth(self, req) -> None:
