@@ -128,6 +128,9 @@ class Container:
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     exits: int = 0  # how many exits were seen by this Engine (wait "next-exit")
     removed: bool = False
+    # The runtime's `delete` of an exited run, still going (Engine._exited_locked); waited for
+    # before anything else uses the runtime for this container (Engine._runtime).
+    deleting: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.cond = threading.Condition(self.lock)
@@ -340,6 +343,7 @@ class Engine:
         return os.path.join(self._dir(cid), f"{cid}-json.log")
 
     def _runtime(self, c: Container) -> Runtime:
+        self._join_delete(c)
         root = os.path.join(self.exec_root, "runtime", c.runtime)
         return Runtime(c.runtime, self.runtimes[c.runtime], root)
 
@@ -692,6 +696,16 @@ class Engine:
         if auto:
             with contextlib.suppress(NotFound, Conflict):
                 self.remove(cid, force=True, volumes=True)
+        self._join_delete(c)
+
+    @staticmethod
+    def _join_delete(c: Container) -> None:
+        """Wait for (and reap) the runtime's delete that _exited_locked started, if any."""
+        deleting = c.deleting
+        if deleting is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                deleting.wait(timeout=60)
+            c.deleting = None
 
     def _exited_locked(self, c: Container) -> None:
         """The monitor is gone: record the exit, clean the runtime state and the mount."""
@@ -712,7 +726,14 @@ class Engine:
                 error = "the container's monitor died: exit code unknown"
         c.state.oom_killed = _oom_killed(f"{self.cgroup_parent}/{c.id}")
         rt = self._runtime(c)
-        rt.delete(c.id)  # kills what is left (the init of a died monitor) by its recorded pid
+        if error:
+            rt.delete(c.id)  # kills what is left (the init of a died monitor) by its recorded pid
+        else:
+            # The monitor saw the init exit: the runtime's delete (a process, ~12 ms) removes
+            # its state and cgroup while the network, mount and records are done here; it is
+            # waited for before the runtime is used again for this container (_runtime), the
+            # removal of an AutoRemove container included.
+            c.deleting = rt.delete_started(c.id)
         self.networking.teardown(c.id)  # veths, addresses, ports, rules, the namespace
         with contextlib.suppress(OSError, PalletError):
             self.images.unmount(self.images.container_mounts(c.id), self._rootfs(c.id))
@@ -858,7 +879,10 @@ class Engine:
                     raise Conflict(f"removal of container {c.id[:12]} is already in progress")
                 raise Conflict(f"You cannot remove a {c.state.status.value} container {c.id}. Stop the "
                                "container before attempting removal or force remove")
-            self._restarts.user_kill_locked(c, 9)  # no restart of the exit the removal causes
+            if c.state.status.is_active:
+                self._restarts.user_kill_locked(c, 9)  # no restart of the exit the removal causes
+            else:
+                self._restarts.abort_locked(c)  # nothing to mark (and fsync) as stopped by hand
             if c.state.status.is_active:
                 with contextlib.suppress(Conflict, NotFound):
                     self._signal_locked(c, 9)
@@ -1355,6 +1379,7 @@ class Engine:
             if auto:
                 with contextlib.suppress(PalletError):
                     self.remove(c.id, force=True, volumes=True)
+            self._join_delete(c)
         # What dead runs left in the kernel (veths, namespaces, rules), ports of live ones held again.
         self.networking.reconcile([c.id for c in list(self._containers.values()) if c.state.status.is_active])
 

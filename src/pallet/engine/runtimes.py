@@ -129,6 +129,15 @@ class Runtime:
         if self.has_state(cid):  # an exit's cleanup deleted it already, unless that failed
             self.run("delete", "--force", cid, check=False)
 
+    def delete_started(self, cid: str) -> subprocess.Popen[bytes] | None:
+        """`delete --force` started, not waited for (its outcome is not checked either, as in
+        delete()): the caller does other cleanup meanwhile and waits for it before it uses the
+        runtime again; None when there is nothing to delete."""
+        if not self.has_state(cid):
+            return None
+        return subprocess.Popen([*self.base(), "delete", "--force", cid], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
     def pause(self, cid: str) -> None:
         self.run("pause", cid)
 
