@@ -89,7 +89,10 @@ def _now() -> str:
     return rfc3339nano(time.time_ns())
 
 
-def _write_json_atomic(path: str, data: Any) -> None:
+def _write_json_atomic(path: str, data: Any, durable: bool = True) -> None:
+    """Write by rename (a kill -9 leaves the old file or the new one); `durable` fsyncs first:
+    for records, not for the inputs of a process started right after (a spec rebuilt at every
+    start), which a power loss has no use for."""
     tmp = f"{path}.tmp-{secrets.token_hex(4)}"
     # json.dumps, not json.dump: dump streams through the pure-Python encoder (the C one serves
     # only one-shot encoding, json/encoder.py iterencode): with dumps palletd used a fifth less
@@ -97,8 +100,9 @@ def _write_json_atomic(path: str, data: Any) -> None:
     text = json.dumps(data)
     with open(tmp, "w") as f:
         f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -613,7 +617,7 @@ class Engine:
                 os.makedirs(b.split(":")[0])  # an existing source may be a file (a bound config)
         if os.path.basename(self.runtimes[c.runtime][0]) == "crun":
             spec["ociVersion"] = "1.0.2"  # crun 1.8 refuses any version not starting with "1.0"
-        _write_json_atomic(os.path.join(d, "config.json"), spec)
+        _write_json_atomic(os.path.join(d, "config.json"), spec, durable=False)
 
     def _spawn_monitor(self, c: Container) -> dict[str, Any]:
         c.monitor = self.monitor
@@ -627,7 +631,7 @@ class Engine:
                "log_max_size": max_size, "log_max_files": max_files, "tty": bool(c.config.get("Tty")),
                "open_stdin": bool(c.config.get("OpenStdin")), "stdin_once": bool(c.config.get("StdinOnce"))}
         cfg_path = os.path.join(xdir, "monitor.json")
-        _write_json_atomic(cfg_path, cfg)
+        _write_json_atomic(cfg_path, cfg, durable=False)
         r, w = os.pipe()
         try:
             proc = subprocess.Popen([sys.executable, "-S", MONITOR, cfg_path, str(w)], pass_fds=(w,),
@@ -895,7 +899,8 @@ class Engine:
             self._remove_anonymous_volumes(c)
 
     def _remove_locked(self, c: Container) -> None:
-        self._runtime(c).delete(c.id)
+        # The container is not running (remove() stopped it): its runtime state goes last, so
+        # that an exit's delete still going (Container.deleting) overlaps the rest.
         rootfs = self._rootfs(c.id)
         with contextlib.suppress(NotFound):
             mounts = self.images.container_mounts(c.id)
@@ -907,6 +912,7 @@ class Engine:
         shutil.rmtree(self._dir(c.id), ignore_errors=True)
         self.userns.release(c.id)  # after the rootfs is gone: its upper dir holds ids of the range
         self.networking.forget(c.id)
+        self._runtime(c).delete(c.id)
         with self._guard:
             self._containers.pop(c.id, None)
             for ours in self._pending_attach.pop(c.id, []):
@@ -1034,7 +1040,7 @@ class Engine:
             process = self._exec_process(c, ex.config)
             xdir = self._xdir(c.id)
             pfile = os.path.join(xdir, f"exec-{exec_id[:12]}.json")
-            _write_json_atomic(pfile, process)
+            _write_json_atomic(pfile, process, durable=False)
             pidfile = os.path.join(xdir, f"exec-{exec_id[:12]}.pid")
             rt = self._runtime(c)
             argv = [*rt.base(), "exec", "--process", pfile, "--pid-file", pidfile]
