@@ -61,3 +61,26 @@ def install_credential_helper(bindir: Path, name: str = "fake") -> Path:
     exe.write_text(CREDENTIAL_HELPER)
     exe.chmod(0o755)
     return bindir
+
+
+class NullFirewall:
+    """A pallet.network firewall that applies nothing: for NetworkManager unit tests."""
+
+    def apply(self, networks, ports) -> None:
+        pass
+
+
+class FakeNetns:
+    """A pallet.network NetnsStore that makes no namespace: paths only."""
+
+    def path(self, cid: str) -> str:
+        return f"/fake/netns/{cid}"
+
+    def create(self, cid: str) -> str:
+        return self.path(cid)
+
+    def remove(self, cid: str) -> None:
+        pass
+
+    def list(self) -> list[str]:
+        return []

@@ -129,20 +129,29 @@ def _create(rt: Runtime, cid: str, opts: CreateOptions, bundle: str, config: dic
     return st
 
 
+def _fork_stage1(rt: Runtime, stage, plan):
+    """Stage 1 of the init (pallet.runtime.init) in a child; our end of its channel and its pid."""
+    from pallet.runtime import init as initmod
+    from pallet.runtime.sync import Channel
+
+    parent, child = Channel.pair()
+    pid = os.fork()
+    if pid == 0:
+        parent.close()
+        initmod.child_main(stage, plan, child, rt.sys)
+    child.close()
+    return parent, pid
+
+
 def _spawn(rt: Runtime, plan, cg, linux: dict, st: ContainerState, limits_set: bool = False) -> int:
     from pallet.runtime import cgwarm
     from pallet.runtime import init as initmod
     from pallet.runtime.hooks import prepare as prepare_hooks
     from pallet.runtime.hooks import run_hooks
-    from pallet.runtime.sync import Channel, SyncError  # _socket: create and exec only
+    from pallet.runtime.sync import SyncError  # _socket: create and exec only
 
     prepare_hooks(plan.config.get("hooks") or {})
-    parent, child = Channel.pair()
-    stage1_pid = os.fork()
-    if stage1_pid == 0:
-        parent.close()
-        initmod.child_main(initmod.stage1, plan, child, rt.sys)
-    child.close()
+    parent, stage1_pid = _fork_stage1(rt, initmod.stage1, plan)
     try:
         if not limits_set:
             cg.set(linux.get("resources") or {})  # limits in force before the init joins
@@ -259,7 +268,7 @@ def exec_process(rt: Runtime, cid: str, process: dict, console_socket: str | Non
     """Runtime.exec: run `process` in the container; its pid (detach), or its exit status."""
     from pallet.runtime import cgwarm
     from pallet.runtime import init as initmod
-    from pallet.runtime.sync import Channel, SyncError  # _socket: create and exec only
+    from pallet.runtime.sync import SyncError  # _socket: create and exec only
 
     st = rt.store.load(cid)
     status = rt.status(st)
@@ -294,12 +303,7 @@ def exec_process(rt: Runtime, cid: str, process: dict, console_socket: str | Non
                             seccomp=_seccomp(rt, linux), cgroup_tasks=tasks)
     if subreaper if subreaper is not None else not detach:
         rt.sys.prctl(F.PR_SET_CHILD_SUBREAPER, 1)  # stage 2 is reparented to us: we wait for it
-    parent, child = Channel.pair()
-    stage1_pid = os.fork()
-    if stage1_pid == 0:
-        parent.close()
-        initmod.child_main(initmod.exec_stage1, plan, child, rt.sys)
-    child.close()
+    parent, stage1_pid = _fork_stage1(rt, initmod.exec_stage1, plan)
     for _, fd in join_fds:
         os.close(fd)
     if console is not None:

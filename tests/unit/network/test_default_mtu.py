@@ -13,30 +13,12 @@ from pallet.engine.networking import EngineNetworking, with_ip_forward
 from pallet.errors import InvalidArgument
 from pallet.network.manager import OPT_MTU, NetworkManager
 from pallet.network.netlink import RecordingNetlink
-
-
-class FakeFirewall:
-    def apply(self, networks, ports) -> None:
-        pass
-
-
-class FakeNetns:
-    def path(self, cid: str) -> str:
-        return f"/fake/netns/{cid}"
-
-    def create(self, cid: str) -> str:
-        return self.path(cid)
-
-    def remove(self, cid: str) -> None:
-        pass
-
-    def list(self) -> list[str]:
-        return []
+from pallet_testlib import FakeNetns, NullFirewall
 
 
 def _manager(tmp_path, nl: RecordingNetlink) -> NetworkManager:
     return NetworkManager(str(tmp_path / "data"), str(tmp_path / "run"), netlink=nl,
-                          firewall=FakeFirewall(), netns=FakeNetns(),  # type: ignore[arg-type]
+                          firewall=NullFirewall(), netns=FakeNetns(),  # type: ignore[arg-type]
                           sysctl_root=str(tmp_path / "sys"), sys_root=str(tmp_path / "sys"))
 
 

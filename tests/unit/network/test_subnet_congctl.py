@@ -13,31 +13,13 @@ import errno
 from pallet.network import manager as managermod
 from pallet.network.manager import NetworkManager
 from pallet.network.netlink import IfAddr, RecordingNetlink, _set_congctl
-
-
-class FakeFirewall:
-    def apply(self, networks, ports) -> None:
-        pass
-
-
-class FakeNetns:
-    def path(self, cid: str) -> str:
-        return f"/fake/netns/{cid}"
-
-    def create(self, cid: str) -> str:
-        return self.path(cid)
-
-    def remove(self, cid: str) -> None:
-        pass
-
-    def list(self) -> list[str]:
-        return []
+from pallet_testlib import FakeNetns, NullFirewall
 
 
 def _manager(tmp_path, **kw) -> tuple[NetworkManager, RecordingNetlink]:
     nl = RecordingNetlink()
     m = NetworkManager(str(tmp_path / "data"), str(tmp_path / "run"), netlink=nl,
-                       firewall=FakeFirewall(), netns=FakeNetns(),  # type: ignore[arg-type]
+                       firewall=NullFirewall(), netns=FakeNetns(),  # type: ignore[arg-type]
                        sysctl_root=str(tmp_path / "sys"), sys_root=str(tmp_path / "sys"), **kw)
     return m, nl
 
