@@ -665,10 +665,16 @@ class Engine:
             exec_dir=xdir, log_path=self.log_path(c.id) if ltype == "json-file" else "",
             log_max_size=max_size * max(1, max_files), tty=bool(c.config.get("Tty")),
             open_stdin=bool(c.config.get("OpenStdin")), stdin_once=bool(c.config.get("StdinOnce")))
-        result = conmonmod.spawn(args, xdir, self._dir(c.id))
+        starter = rt.start_after_stdin(c.id)
+        try:
+            result = conmonmod.spawn(args, xdir, self._dir(c.id))
+        except BaseException:
+            Runtime.start_given_up(starter)
+            raise
         with self._guard:
             pending = self._pending_attach.pop(c.id, [])
         if "error" in result:
+            Runtime.start_given_up(starter)
             rt.delete(c.id)
             for ours in pending:
                 ours.close()
@@ -678,7 +684,10 @@ class Engine:
             with contextlib.suppress(OSError):
                 conmonmod.bridge(self._dir(c.id), bool(c.config.get("Tty")), ours)
         try:
-            rt.run("start", c.id)
+            if starter is not None:
+                rt.start_now(starter)
+            else:
+                rt.run("start", c.id)
         except PalletError as exc:
             rt.delete(c.id)  # conmon sees its init go and exits
             why = last_runtime_error(os.path.join(xdir, "runtime.log")) or str(exc)

@@ -126,7 +126,9 @@ COMMANDS: dict[str, tuple[str, list[Opt], list[tuple[str, str]]]] = {
         *_CREATE,
         (("-d", "--detach"), "detach", "flag", False, None, "return once it started"),
         (("--keep",), "keep", "flag", False, None, "do not delete it when it exits")], ID),
-    "start": ("start a created container", [], ID),
+    "start": ("start a created container", [
+        (("--after-stdin",), "after_stdin", "flag", False, None,
+         "Pallet's extension: load, then start once a line arrives on stdin (nothing on EOF)")], ID),
     "state": ("print a container's state as JSON", [], ID),
     "kill": ("send a signal to a container's init (or all its processes)", [
         (("-a", "--all"), "all", "flag", False, None, "signal every process of the container")],
