@@ -549,8 +549,7 @@ class Engine:
             raise Conflict(f"cannot start container {c.id[:12]}: it is {c.state.status.value}")
         check_runtime(c.runtime, self.runtimes[c.runtime])
         rt = self._runtime(c)
-        if rt.state(c.id) is not None:
-            rt.delete(c.id)  # leftovers of a previous run
+        rt.delete(c.id)  # leftovers of a previous run (nothing to do, and no process, without any)
         xdir = self._xdir(c.id)
         shutil.rmtree(xdir, ignore_errors=True)
         os.makedirs(xdir, mode=0o700)
@@ -892,11 +891,10 @@ class Engine:
                     raise Conflict(f"removal of container {c.id[:12]} is already in progress")
                 raise Conflict(f"You cannot remove a {c.state.status.value} container {c.id}. Stop the "
                                "container before attempting removal or force remove")
-            if c.state.status.is_active:
-                self._restarts.user_kill_locked(c, 9)  # no restart of the exit the removal causes
-            else:
+            if not c.state.status.is_active:
                 self._restarts.abort_locked(c)  # nothing to mark (and fsync) as stopped by hand
-            if c.state.status.is_active:
+            elif not self._restarts.user_kill_locked(c, 9):  # no restart of the exit it causes
+                # (True: it was only waiting to be restarted, and is exited now)
                 with contextlib.suppress(Conflict, NotFound):
                     self._signal_locked(c, 9)
                 if not self._wait_inactive_locked(c, 30):

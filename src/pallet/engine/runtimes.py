@@ -95,15 +95,19 @@ class Runtime:
             check: bool = True) -> subprocess.CompletedProcess[bytes]:
         proc = subprocess.run([*self.base(), *args], input=input, capture_output=True, timeout=timeout)
         if check and proc.returncode != 0:
-            msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-            text = msg[-1] if msg else f"exit status {proc.returncode}"
-            low = text.lower()
-            if "does not exist" in low or "not found" in low or "no such" in low:
-                raise NotFound(f"{self.name} {args[0]}: {text}")
-            if "not running" in low or "stopped" in low or "paused" in low or "not paused" in low:
-                raise Conflict(f"{self.name} {args[0]}: {text}")
-            raise RuntimeError_(f"{self.name} {args[0]}: {text}")
+            raise self._error(args[0], proc.returncode, proc.stderr)
         return proc
+
+    def _error(self, command: str, returncode: int, stderr: bytes) -> PalletError:
+        """The error of a failed command, from the last line of its stderr."""
+        msg = stderr.decode("utf-8", "replace").strip().splitlines()
+        text = msg[-1] if msg else f"exit status {returncode}"
+        low = text.lower()
+        if "does not exist" in low or "not found" in low or "no such" in low:
+            return NotFound(f"{self.name} {command}: {text}")
+        if "not running" in low or "stopped" in low or "paused" in low or "not paused" in low:
+            return Conflict(f"{self.name} {command}: {text}")
+        return RuntimeError_(f"{self.name} {command}: {text}")
 
     def has_state(self, cid: str) -> bool:
         """Whether the runtime keeps state for `cid` (<root>/<id> for runc, crun and
@@ -127,8 +131,16 @@ class Runtime:
         self.run("kill", *(["--all"] if all_processes else []), cid, str(sig))
 
     def delete(self, cid: str) -> None:
-        if self.has_state(cid):  # an exit's cleanup deleted it already, unless that failed
-            self.run("delete", "--force", cid, check=False)
+        """`delete --force`, its outcome not checked; nothing when the runtime holds no state
+        (an exit's cleanup deleted it already, unless that failed)."""
+        proc = self.delete_started(cid)
+        if proc is not None:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()  # as subprocess.run's timeout does
+                proc.wait()
+                raise
 
     def start_after_stdin(self, cid: str) -> subprocess.Popen[bytes] | None:
         """pallet-runtime only (its `start --after-stdin`): the start process launched ahead,
@@ -150,8 +162,7 @@ class Runtime:
             proc.wait()
             raise RuntimeError_(f"{self.name} start: timed out after {timeout:.0f} s") from None
         if proc.returncode != 0:
-            msg = err.decode("utf-8", "replace").strip().splitlines()
-            raise RuntimeError_(f"{self.name} start: {msg[-1] if msg else f'exit status {proc.returncode}'}")
+            raise self._error("start", proc.returncode, err)
 
     @staticmethod
     def start_given_up(proc: subprocess.Popen[bytes] | None) -> None:

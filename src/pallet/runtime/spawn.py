@@ -50,18 +50,19 @@ def create(rt: Runtime, cid: str, opts: CreateOptions) -> ContainerState:
     resources = linux.get("resources") or {}
     cg.validate(resources)  # before anything is written
     created = not cg.exists()
+    tasks = cg.self_move_files()  # v1: stage 1 joins by itself (init._self_move)
     from pallet.runtime import cgwarm  # create and exec only
 
     try:
-        if created:
-            cg.set({})  # the directories, no limit yet: the helper below joins them
-        if not cg.self_move_files():  # v2: the init is moved by pid (pallet.runtime.cgwarm)
+        if not tasks:  # v2: the init is moved by pid, the helper holds the window open
+            if created:
+                cg.set({})  # the directories, no limit yet: the helper joins them
             cgwarm.start(cgwarm.procs_file(cg.dirs()))
         if created:
             # Our own cgroup: its limits go in now, while the rest is prepared; an existing
             # one is left alone until the whole config has been checked (_spawn).
             cg.set(resources)
-        return _create(rt, cid, opts, bundle, config, linux, rootfs, cg, limits_set=created)
+        return _create(rt, cid, opts, bundle, config, linux, rootfs, cg, tasks, limits_set=created)
     except BaseException:
         cgwarm.reap()
         if created:
@@ -71,7 +72,7 @@ def create(rt: Runtime, cid: str, opts: CreateOptions) -> ContainerState:
 
 
 def _create(rt: Runtime, cid: str, opts: CreateOptions, bundle: str, config: dict, linux: dict,
-            rootfs: str, cg, limits_set: bool) -> ContainerState:
+            rootfs: str, cg, tasks: list[str], limits_set: bool) -> ContainerState:
     from pallet.runtime import init as initmod
     from pallet.runtime.rootfs import Rootfs
 
@@ -106,7 +107,7 @@ def _create(rt: Runtime, cid: str, opts: CreateOptions, bundle: str, config: dic
             fifo_fd=fifo_fd, console=console,
             # Only a `cgroup` mount needs them (a read of /proc/self/mountinfo, 0.2-2 ms).
             cgroup_binds=_cgroup_binds(cg, linux) if _has_cgroup_mount(config) else [],
-            cgroup_tasks=cg.self_move_files(),  # v1: stage 1 joins by itself (init._self_move)
+            cgroup_tasks=tasks,
             no_pivot=opts.no_pivot, preserve_fds=opts.preserve_fds,
             hook_state=oci_state(st, "creating"), seccomp=_seccomp(rt, linux),
         )
