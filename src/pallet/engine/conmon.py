@@ -186,14 +186,19 @@ def read_exit(exec_dir: str, cid: str) -> tuple[int, int] | None:
 
 
 def resize(bundle: str, height: int, width: int) -> None:
-    """Set the pty's size through conmon's ctl FIFO (message type 1). Nobody reading (conmon is
-    finishing) is not an error."""
+    """Set the pty's size through conmon's ctl FIFO (message type 1)."""
+    write_fifo(os.path.join(bundle, "ctl"), f"1 {height} {width}\n")
+
+
+def write_fifo(path: str, line: str) -> None:
+    """One line to a monitor's control FIFO (conmon's, or the Python monitor's). Nobody reading
+    (a monitor that is finishing, or one from before the FIFO) is not an error."""
     try:
-        fd = os.open(os.path.join(bundle, "ctl"), os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return
     try:
-        os.write(fd, f"1 {height} {width}\n".encode())
+        os.write(fd, line.encode())
     except OSError:
         pass
     finally:

@@ -1190,16 +1190,8 @@ class Engine:
                 return
             if c.monitor == "conmon":
                 conmonmod.resize(self._dir(c.id), height, width)
-                return
-            try:
-                ctl = os.path.join(self._xdir(c.id), "ctl")
-                fd = os.open(ctl, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            except OSError:
-                return  # a monitor from before the ctl FIFO, or one that is finishing
-            try:
-                os.write(fd, f"resize {height} {width}\n".encode())
-            finally:
-                os.close(fd)
+            else:
+                conmonmod.write_fifo(os.path.join(self._xdir(c.id), "ctl"), f"resize {height} {width}\n")
 
     def logs(self, ref: str, *, follow: bool = False, since: float | None = None, until: float | None = None,
              timestamps: bool = False, tail: int | None = None, stdout: bool = True,

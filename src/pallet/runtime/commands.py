@@ -31,14 +31,11 @@ def cmd_create(args, log, runtime) -> int:
 
 def cmd_start(args, log, runtime) -> int:
     rt = runtime(args, log)
-    if args.after_stdin:
-        # palletd runs `start --after-stdin` while conmon runs `create`, so this interpreter's
-        # start-up (~9 ms, most of a start) is off the critical path; it says "go" once the
-        # container is created and its attach streams are connected. EOF: it gave up.
-        import os
-
-        if not os.read(0, 64):
-            return 1
+    # palletd runs `start --after-stdin` while conmon runs `create`, so this interpreter's
+    # start-up (~9 ms, most of a start) is off the critical path; it says "go" once the
+    # container is created and its attach streams are connected. EOF: it gave up.
+    if args.after_stdin and not os.read(0, 64):
+        return 1
     rt.start(args.id)
     return 0
 

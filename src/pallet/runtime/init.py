@@ -3,9 +3,10 @@
     pallet-runtime ──fork──▶ stage 1 ──fork──▶ stage 2 (container init, pid 1 of a new pid ns)
 Stage 1 joins namespaces given by path, creates the user namespace (the runtime writes its id
 maps from outside), then the other namespaces but the cgroup one, and forks: pid and time
-namespaces apply to children only (unshare(2)). The runtime moves stage 2 into the container's
-cgroup while stage 2 mounts the root filesystem; stage 2 waits for that ("continue") before its
-cgroup mount, then makes its cgroup namespace. Stage 2 sets up the root filesystem and the process and reports
+namespaces apply to children only (unshare(2)). On cgroup v1 stage 1 first moves itself into the
+container's cgroup (`_self_move`); on v2 the runtime moves stage 2 while stage 2 mounts the root
+filesystem. Stage 2 waits for "continue" (sent after any move) before its cgroup mount, then
+makes its cgroup namespace. Stage 2 sets up the root filesystem and the process and reports
 "created"; the runtime records the state and exits; stage 2 then blocks opening the exec fifo
 until `start`, and execs the user's program.
 
