@@ -78,7 +78,7 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pallet.errors import InvalidArgument, NotFound, Unavailable
 from pallet.image.service import ImageService, StagedLayer
@@ -102,6 +102,8 @@ from pallet.oci.manifest import (
 from pallet.oci.reference import Reference
 from pallet.registry.client.progress import Progress, ProgressFn
 from pallet.registry.client.transport import BLOCK, Session, discard, read_limited
+
+_T = TypeVar("_T")
 
 log = logging.getLogger("pallet.registry.client.pull")
 
@@ -313,7 +315,7 @@ class Puller:
                 self._emit("Download complete", sid)
                 return
             try:
-                writer = content.writer(desc, ref=ingest_ref, sync_dir=False)
+                writer = content.writer(desc, ref=ingest_ref, sync_dir=publisher is None)
             except Unavailable:
                 # Another pull (here or in another process) is writing this blob: wait for it.
                 if time.monotonic() > deadline:
@@ -334,7 +336,7 @@ class Puller:
                         # The registry ignored the range: start the blob over.
                         state.restart()
                         writer.abort()
-                        writer = content.writer(desc, ref=ingest_ref, sync_dir=False)
+                        writer = content.writer(desc, ref=ingest_ref, sync_dir=publisher is None)
                         result.resumed.pop(str(desc.digest), None)
                         offset = 0
                     elif resp.status == 206:
@@ -346,7 +348,7 @@ class Puller:
                     self._stream(resp, writer, desc, sid, result, state)
                 self._emit("Verifying Checksum", sid)
                 if publisher is None:
-                    writer.commit()
+                    writer.commit()  # its own directory fsync (sync_dir): nobody batches it
                     state.publish()
                 else:
                     # fsync and rename in the publisher's thread, off this download's path
@@ -409,57 +411,45 @@ class Puller:
 
     def _unpack(self, layer: Descriptor, diff_id: str, parent: str | None, state: _Download,
                 lease: str | None = None) -> None:
-        """Unpack `layer` while it downloads: read its ingest file as it grows (`_Follower`),
-        and commit the snapshot only once the blob is verified. A download that had to start
-        over, or a blob already complete, is unpacked from the content store instead."""
-        content = self.images.content
-        sid = short(layer.digest)
-        if state.wait_started():
-            try:
-                with open(content.ingest_data(f"{INGEST_PREFIX}{layer.digest}"), "rb") as f:
-                    follower = _Follower(f, layer.size, state, lambda n: self._emit("Extracting", sid, n,
-                                                                                   layer.size))
-                    self.images.unpack_layer(layer, diff_id, parent, source=follower,
-                                             before_commit=state.wait_published, lease=lease)
-                    return
-            except (_Restarted, FileNotFoundError):
-                pass  # the bytes being followed went away: unpack the verified blob below
-        state.wait_done()
-        self._emit("Extracting", sid, 0, layer.size)
-        if state.verified:
-            # Verified by our writer; maybe not renamed into the store yet (_Publisher).
-            with _open_verified(self.images, layer.digest) as f:
-                source = _Follower(f, layer.size, state, _no_report)
+        """Unpack `layer` while it downloads, and commit the snapshot only once the blob is
+        published (`_from_download`)."""
+        def apply(source: Any) -> None:
+            if source is None:
+                self.images.unpack_layer(layer, diff_id, parent, lease=lease)
+            else:
                 self.images.unpack_layer(layer, diff_id, parent, source=source,
                                          before_commit=state.wait_published, lease=lease)
-        else:
-            self.images.unpack_layer(layer, diff_id, parent, lease=lease)
-        self._emit("Extracting", sid, layer.size, layer.size)
+
+        self._from_download(layer, state, apply)
 
     def _stage(self, layer: Descriptor, diff_id: str, state: _Download,
                lowers: Callable[[], list[str]]) -> StagedLayer:
         """`_unpack` for the parallel path: apply into a staging dir (ImageService.stage_layer)."""
+        return self._from_download(layer, state, lambda source: self.images.stage_layer(
+            layer, diff_id, source=source, lower_dirs=lowers))
+
+    def _from_download(self, layer: Descriptor, state: _Download, apply: Callable[[Any], _T]) -> _T:
+        """`apply(source)` to the layer's bytes: its ingest file read as it grows (`_Follower`);
+        after a download that had to start over, or of a blob already complete, the verified blob
+        (our own writer hashed these exact bytes moments ago: the same file, maybe renamed by
+        now, read without a second verification pass); else None, the content store's blob."""
         sid = short(layer.digest)
         if state.wait_started():
             try:
                 with open(self.images.content.ingest_data(f"{INGEST_PREFIX}{layer.digest}"), "rb") as f:
-                    follower = _Follower(f, layer.size, state, lambda n: self._emit("Extracting", sid, n,
-                                                                                   layer.size))
-                    return self.images.stage_layer(layer, diff_id, source=follower, lower_dirs=lowers)
+                    return apply(_Follower(f, layer.size, state,
+                                           lambda n: self._emit("Extracting", sid, n, layer.size)))
             except (_Restarted, FileNotFoundError):
                 pass  # the bytes being followed went away: unpack the verified blob below
         state.wait_done()
         self._emit("Extracting", sid, 0, layer.size)
         if state.verified:
-            # Our own writer hashed these exact bytes moments ago (the same file, maybe renamed
-            # by now): read them as the follower would have, without a second verification pass.
             with _open_verified(self.images, layer.digest) as f:
-                source = _Follower(f, layer.size, state, _no_report)
-                staged = self.images.stage_layer(layer, diff_id, source=source, lower_dirs=lowers)
+                out = apply(_Follower(f, layer.size, state, _no_report))
         else:
-            staged = self.images.stage_layer(layer, diff_id, lower_dirs=lowers)
+            out = apply(None)
         self._emit("Extracting", sid, layer.size, layer.size)
-        return staged
+        return out
 
     def _fetch_and_unpack_staged(self, ref: Reference, layers: Sequence[Descriptor],
                                  diff_ids: Sequence[Digest], chains: list[str], todo: list[bool],
