@@ -55,23 +55,11 @@ SHARED = {"ls": "ps", "list": "ps", "ps": "ps", "rm": "rm", "remove": "rm"} | {
                    "port", "rename", "restart", "run", "start", "stop", "top", "unpause", "update", "wait")}
 
 
-# What urllib.parse.quote(ref, safe="") leaves as is (RFC 3986 unreserved): container ids and
-# names are made of these, so they need no quoting and no urllib.parse (~2 ms with ipaddress).
-_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
-
-
 def path(ref: str, suffix: str = "") -> str:
     """`/containers/<ref><suffix>` with the reference quoted for a URL path."""
+    from pallet.api.client import quote
+
     return f"/containers/{quote(ref)}{suffix}"
-
-
-def quote(ref: str, safe: str = "") -> str:
-    """urllib.parse.quote(ref, safe=safe), loading urllib.parse only for characters that need it."""
-    if all(ch in _UNRESERVED or ch in safe for ch in ref):
-        return ref
-    from urllib.parse import quote
-
-    return quote(ref, safe=safe)
 
 
 def error_line(exc: BaseException) -> str:

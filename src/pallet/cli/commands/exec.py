@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 
-from pallet.cli.commands.container import quote
+from pallet.api.client import quote
 from pallet.errors import PalletError
 
 TYPE_CHECKING = False  # typing costs ~3 ms of CLI start-up; mypy reads this name as typing's

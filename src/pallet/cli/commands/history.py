@@ -26,8 +26,7 @@ def main(ctx: Context, argv: list[str], prog: str = "pallet history") -> int:
                    help="Print sizes and dates in human readable format (default true)")
     p.add_argument("--format", help="'table', 'table TEMPLATE', 'json' or a Go template")
     args = p.parse_args(argv)
-    from urllib.parse import quote
-
+    from pallet.api.client import quote
     from pallet.cli.format import created_at, human_size, render, short_id, since
 
     items = ctx.client().get_json(f"/images/{quote(args.image, safe='/:@')}/history")

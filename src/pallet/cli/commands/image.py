@@ -46,8 +46,7 @@ def inspect(ctx: Context, argv: list[str]) -> int:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("-f", "--format", help="Format output using a Go template ('json' for JSON)")
     args = p.parse_args(argv)
-    from urllib.parse import quote
-
+    from pallet.api.client import quote
     from pallet.cli.format import inspect_many
 
     return inspect_many(ctx.client(), [f"/images/{quote(i, safe='/:@')}/json" for i in args.images],

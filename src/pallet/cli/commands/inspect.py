@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from pallet import jsonio
-from pallet.cli.commands.container import quote
+from pallet.api.client import quote
 from pallet.errors import InvalidArgument, NotFound, PalletError
 
 TYPE_CHECKING = False  # typing costs ~3 ms of CLI start-up; mypy reads this name as typing's

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from urllib.parse import quote
 
+from pallet.api.client import quote
 from pallet.cli.commands.container import HelpFormatter
 from pallet.cli.commands.login import auth_header
 from pallet.cli.commands.pull import full_name, show_progress

@@ -20,7 +20,7 @@ def main(ctx: Context, argv: list[str], prog: str = "pallet rmi") -> int:
     p.add_argument("-f", "--force", action="store_true", help="Force removal of the image")
     p.add_argument("--no-prune", action="store_true", help="Do not delete untagged parents")
     args = p.parse_args(argv)
-    from urllib.parse import quote
+    from pallet.api.client import quote
 
     client = ctx.client()
     status = 0
