@@ -223,11 +223,15 @@ class Puller:
                 out += [t for t in json.loads(body).get("tags") or [] if isinstance(t, str)]
             except (ValueError, AttributeError) as exc:
                 raise InvalidArgument(f"tags of {ref.familiar_name()}: not a tag list") from exc
-            link = resp.headers.get("Link", "")
-            path = None
-            if link.startswith("<") and 'rel="next"' in link:
-                path = urllib.parse.urljoin(self.session.url("/"), link[1:link.index(">")])
+            path = self._next_page(resp)
         return out
+
+    def _next_page(self, resp: http.client.HTTPResponse) -> str | None:
+        """The next page of a paginated answer (`Link: <url>; rel="next"`), None on the last."""
+        link = resp.headers.get("Link", "")
+        if link.startswith("<") and 'rel="next"' in link:
+            return urllib.parse.urljoin(self.session.url("/"), link[1:link.index(">")])
+        return None
 
     def referrers(self, ref: Reference, subject: str, artifact_type: str | None = None) -> list[Descriptor]:
         """The manifests whose `subject` is `subject` in `ref`'s repository (distribution spec
@@ -256,10 +260,7 @@ class Puller:
                                           (resp.headers.get("OCI-Filters-Applied") or "").split(",")]
             out += [d for d in _index_descriptors(body, f"referrers of {digest}")
                     if filtered or artifact_type is None or d.artifact_type == artifact_type]
-            link = resp.headers.get("Link", "")
-            path = None
-            if link.startswith("<") and 'rel="next"' in link:
-                path = urllib.parse.urljoin(self.session.url("/"), link[1:link.index(">")])
+            path = self._next_page(resp)
         return out
 
     def _referrers_by_tag(self, ref: Reference, digest: Digest,
