@@ -146,9 +146,7 @@ class EngineNetworking:
             self.dns.close()
             self.dns = None
         if self._manager is not None:
-            self._manager.proxy.close()
-            with self._manager.lock:
-                self._manager.ports.release_all()
+            self._manager.close()
 
     # --- create ---------------------------------------------------------------------------------------
     @staticmethod

@@ -223,6 +223,13 @@ class NetworkManager:
             if changed:
                 self._save()
 
+    def close(self) -> None:
+        """Stop the userland proxies and let go of the held ports (the daemon is leaving; the
+        next manager's `reconcile` holds them again)."""
+        self.proxy.close()
+        with self.lock:
+            self.ports.release_all()
+
     def set_default_mtu(self, mtu: int) -> None:
         """dockerd's --mtu (0: Docker's 1500): the default bridge network's MTU option, which
         interfaces made from now on get (as with dockerd, running containers keep theirs until
@@ -866,8 +873,11 @@ class NetworkManager:
                 if c.get("bound"):
                     binds = [Binding.from_dict(b) for b in c["bound"]]
                     try:
-                        self.ports.reserve(cid, [PortRequest(b.proto, b.container_port, b.host_ip,
-                                                             b.host_port, b.host_port) for b in binds])
+                        # A held binding is one address: "" is an older record's IPv4 wildcard
+                        # (a new request's "" means both families, see PortReserver._request).
+                        self.ports.reserve(cid, [PortRequest(b.proto, b.container_port,
+                                                             b.host_ip or "0.0.0.0", b.host_port,
+                                                             b.host_port) for b in binds])
                     except PalletError as exc:
                         sys.stderr.write(f"pallet network: container {cid[:12]}: {exc}\n")
                     else:
