@@ -236,7 +236,7 @@ class EventLog:
         self._lock = threading.Lock()
         self._subs: list[Subscription] = []
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        old, cur = _read_file(self.path + ".1"), _read_file(self.path)
+        old, cur = (_parse_file(_read_bytes(p)) for p in (self.path + ".1", self.path))
         self._count = len(cur)  # messages in the current file
         self._last_ns = cur[-1]["timeNano"] if cur else (old[-1]["timeNano"] if old else 0)
         self._fd = -1
@@ -295,8 +295,8 @@ class EventLog:
         flt = filters or {}
         check_filters(flt)
         with self._lock:
-            items = self._kept()
-        return _select(items, since_ns, until_ns, flt)
+            raw = self._kept_bytes()
+        return _select(_parse(raw), since_ns, until_ns, flt)
 
     def subscribe(self, filters: Mapping[str, Sequence[str]] | None = None, *,
                   since_ns: int | None = None, until_ns: int | None = None,
@@ -307,13 +307,14 @@ class EventLog:
         check_filters(flt)
         sub = Subscription(self, flt)
         with self._lock:
-            past = _select(self._kept(), since_ns, until_ns, flt) if since_ns is not None else []
+            raw = self._kept_bytes() if since_ns is not None else []
             self._subs.append(sub)
-        return past, sub
+        return _select(_parse(raw), since_ns, until_ns, flt), sub
 
-    def _kept(self) -> list[dict[str, Any]]:
-        """Every kept message, oldest first, from the files (the lock is held: no half line)."""
-        return _read_file(self.path + ".1") + _read_file(self.path)
+    def _kept_bytes(self) -> list[bytes]:
+        """The files' bytes, oldest first (the lock is held: no half line). Parsed by the caller
+        once the lock is released: emit, on every container start and exit, takes it too."""
+        return [_read_bytes(self.path + ".1"), _read_bytes(self.path)]
 
     def _unsubscribe(self, sub: Subscription) -> None:
         with self._lock, contextlib.suppress(ValueError):
@@ -334,24 +335,35 @@ def _select(items: Iterable[dict[str, Any]], since_ns: int | None, until_ns: int
     return out
 
 
-def _read_file(path: str) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+def _read_bytes(path: str) -> bytes:
     try:
-        f = open(path, "rb")  # noqa: SIM115
+        with open(path, "rb") as f:
+            return f.read()
     except OSError:
-        return out
-    with f:
-        for n, line in enumerate(f):
-            try:
-                item = json.loads(line)
-            except ValueError:
-                continue  # a torn line from a crash mid-write
-            if n == 0 and isinstance(item, dict) and "pallet-events" in item:
-                if item["pallet-events"] != FORMAT_VERSION:
-                    return []  # a format this code does not know: start afresh, do not misread
-                continue
-            if isinstance(item, dict) and "timeNano" in item:
-                out.append(item)
+        return b""
+
+
+def _parse(files: Iterable[bytes]) -> list[dict[str, Any]]:
+    """The messages of the event files' contents, in order."""
+    out: list[dict[str, Any]] = []
+    for data in files:
+        out += _parse_file(data)
+    return out
+
+
+def _parse_file(data: bytes) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for n, line in enumerate(data.splitlines()):
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue  # a torn line from a crash mid-write
+        if n == 0 and isinstance(item, dict) and "pallet-events" in item:
+            if item["pallet-events"] != FORMAT_VERSION:
+                return []  # a format this code does not know: start afresh, do not misread
+            continue
+        if isinstance(item, dict) and "timeNano" in item:
+            out.append(item)
     return out
 
 
