@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -21,68 +20,7 @@ import pytest
 from pallet.api import API_VERSION
 from pallet.api.client import APIError, Client, _urlencode
 from pallet.errors import InvalidArgument, NotFound, Unavailable
-
-Handler = Callable[[str, str, dict[str, str], bytes, socket.socket], bytes | None]
-
-
-def _read_request(f: io.BufferedReader) -> tuple[str, str, dict[str, str], bytes] | None:
-    line = f.readline()
-    if not line:
-        return None
-    method, target, _ = line.decode().split(" ", 2)
-    headers: dict[str, str] = {}
-    while (h := f.readline()) not in (b"\r\n", b""):
-        k, _, v = h.decode().partition(":")
-        headers[k.strip().lower()] = v.strip()
-    body = b""
-    if headers.get("transfer-encoding") == "chunked":
-        while size := int(f.readline().split(b";")[0], 16):
-            body += f.read(size)
-            f.readline()
-        f.readline()
-    elif "content-length" in headers:
-        body = f.read(int(headers["content-length"]))
-    return method, target, headers, body
-
-
-class FakeDaemon:
-    """Accepts on `path`; each request goes to `handler`, whose bytes are sent back raw (None:
-    the handler wrote to the socket itself). Records (method, target, headers, body)."""
-
-    def __init__(self, path: Path, handler: Handler) -> None:
-        self.path, self.handler = path, handler
-        self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(str(path))
-        self.sock.listen(16)
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
-
-    def _one(self, conn: socket.socket) -> None:
-        with conn, conn.makefile("rb") as f:
-            req = _read_request(f)
-            if req is None:
-                return
-            self.requests.append(req)
-            out = self.handler(*req, conn)
-            if out is not None:
-                conn.sendall(out)
-
-    @property
-    def targets(self) -> list[str]:
-        return [r[1] for r in self.requests]
-
-    def close(self) -> None:
-        self.sock.close()
-        self.path.unlink(missing_ok=True)
+from pallet_testlib import FakeDaemon, Handler
 
 
 def answer(status: int, body: bytes = b"", *, ctype: str = "application/json",

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import pallet
+from pallet_testlib import FakeDaemon
 
 # Each costs a millisecond or more of start-up; none is needed to run or list containers.
 HEAVY = ("argparse", "re", "enum", "json", "typing", "dataclasses", "asyncio", "aiohttp", "gettext",
@@ -30,24 +31,12 @@ INSPECT = {"Id": CID, "Name": "/web", "Config": {"Tty": False, "OpenStdin": Fals
            "HostConfig": {"AutoRemove": False}, "State": {"Status": "running"}}
 
 
-class Daemon:
+class Daemon(FakeDaemon):
     """Answers the requests of the container verbs as palletd does (shapes of v1.50.yaml)."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(str(path))
-        self.sock.listen(16)
         self.started = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+        super().__init__(path, self._handle)
 
     @staticmethod
     def _json(conn: socket.socket, status: str, body: object) -> None:
@@ -55,64 +44,49 @@ class Daemon:
         conn.sendall(b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
                      % (status.encode(), len(data), data))
 
-    def _one(self, conn: socket.socket) -> None:
-        with conn:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                head += chunk
-            method, target = head.split(b" ")[:2]
-            length = int(next((ln.split(b":")[1] for ln in head.split(b"\r\n")
-                               if ln.lower().startswith(b"content-length:")), b"0"))
-            body = head.partition(b"\r\n\r\n")[2]
-            while len(body) < length:
-                body += conn.recv(65536)
-            path = target.decode().split("?")[0]
-            what = path.rsplit("/", 1)[-1]
-            if path == "/_ping":
-                conn.sendall(b"HTTP/1.1 200 OK\r\nApi-Version: 1.50\r\nContent-Length: 2\r\n\r\nOK")
-            elif what == "create" and "/exec" not in path:
-                self._json(conn, "201 Created", {"Id": CID, "Warnings": []})
-            elif what == "exec":
-                self._json(conn, "201 Created", {"Id": "e" * 64})
-            elif what == "wait" and b"condition=" in target:
-                # `run`'s wait, posted before the start: headers once armed (as dockerd), the
-                # status once the container ran
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                             b"Transfer-Encoding: chunked\r\n\r\n")
-                self.started.wait(10)
-                body = json.dumps({"StatusCode": 3}).encode()
-                conn.sendall(b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body))
-            elif what == "wait":
-                self._json(conn, "200 OK", {"StatusCode": 3})
-            elif what == "attach" or (what == "start" and "/exec/" in path):
-                conn.sendall(b"HTTP/1.1 101 UPGRADED\r\n"
-                             b"Content-Type: application/vnd.docker.multiplexed-stream\r\n"
-                             b"Connection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
-                self.started.wait(10) if what == "attach" else None
-                conn.sendall(b"\x01\x00\x00\x00\x00\x00\x00\x03hi\n")
-            elif what in ("start", "stop", "kill", "restart") or method == b"DELETE":
-                conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
-                self.started.set()
-            elif path.endswith("/version"):
-                self._json(conn, "200 OK", {"Platform": {"Name": "Pallet"}, "Components": [
-                    {"Name": "Engine", "Version": "0.1.0", "Details": {"ApiVersion": "1.50"}}]})
-            elif path.endswith("/containers/json"):
-                self._json(conn, "200 OK", [SUMMARY])
-            elif path.startswith("/v1.50/exec/") and what == "json":
-                self._json(conn, "200 OK", {"ExitCode": 4, "Running": False})
-            elif what == "json":
-                self._json(conn, "200 OK", INSPECT)
-            elif what == "logs":
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.multiplexed-stream\r\n"
-                             b"Connection: close\r\n\r\n\x01\x00\x00\x00\x00\x00\x00\x03hi\n")
-            else:
-                self._json(conn, "404 Not Found", {"message": f"no route {path}"})
-
-    def close(self) -> None:
-        self.sock.close()
+    def _handle(self, method: str, target: str, _headers: dict[str, str], _body: bytes,
+                conn: socket.socket) -> None:
+        path = target.split("?")[0]
+        what = path.rsplit("/", 1)[-1]
+        if path == "/_ping":
+            conn.sendall(b"HTTP/1.1 200 OK\r\nApi-Version: 1.50\r\nContent-Length: 2\r\n\r\nOK")
+        elif what == "create" and "/exec" not in path:
+            self._json(conn, "201 Created", {"Id": CID, "Warnings": []})
+        elif what == "exec":
+            self._json(conn, "201 Created", {"Id": "e" * 64})
+        elif what == "wait" and "condition=" in target:
+            # `run`'s wait, posted before the start: headers once armed (as dockerd), the
+            # status once the container ran
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n")
+            self.started.wait(10)
+            body = json.dumps({"StatusCode": 3}).encode()
+            conn.sendall(b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body))
+        elif what == "wait":
+            self._json(conn, "200 OK", {"StatusCode": 3})
+        elif what == "attach" or (what == "start" and "/exec/" in path):
+            conn.sendall(b"HTTP/1.1 101 UPGRADED\r\n"
+                         b"Content-Type: application/vnd.docker.multiplexed-stream\r\n"
+                         b"Connection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
+            self.started.wait(10) if what == "attach" else None
+            conn.sendall(b"\x01\x00\x00\x00\x00\x00\x00\x03hi\n")
+        elif what in ("start", "stop", "kill", "restart") or method == "DELETE":
+            conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+            self.started.set()
+        elif path.endswith("/version"):
+            self._json(conn, "200 OK", {"Platform": {"Name": "Pallet"}, "Components": [
+                {"Name": "Engine", "Version": "0.1.0", "Details": {"ApiVersion": "1.50"}}]})
+        elif path.endswith("/containers/json"):
+            self._json(conn, "200 OK", [SUMMARY])
+        elif path.startswith("/v1.50/exec/") and what == "json":
+            self._json(conn, "200 OK", {"ExitCode": 4, "Running": False})
+        elif what == "json":
+            self._json(conn, "200 OK", INSPECT)
+        elif what == "logs":
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.multiplexed-stream\r\n"
+                         b"Connection: close\r\n\r\n\x01\x00\x00\x00\x00\x00\x00\x03hi\n")
+        else:
+            self._json(conn, "404 Not Found", {"message": f"no route {path}"})
 
 
 @pytest.fixture

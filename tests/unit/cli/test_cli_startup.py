@@ -19,6 +19,7 @@ import pytest
 
 from pallet.api.client import Client
 from pallet.cli.commands import container, run
+from pallet_testlib import FakeDaemon
 
 
 def _python(code: str, *, argv: list[str] | None = None, env: dict[str, str] | None = None
@@ -146,7 +147,7 @@ def test_in_process_main_returns():
 
 # --- `pallet run`: wait and attach side by side -----------------------------------------------------
 
-class RunDaemon:
+class RunDaemon(FakeDaemon):
     """A scripted daemon for one `pallet run`: the wait's headers come only after WAIT_DELAY,
     the attach upgrades at once, and stdout then the wait's body follow the start. Records when
     each request arrived and when the wait's headers went out."""
@@ -154,56 +155,34 @@ class RunDaemon:
     WAIT_DELAY = 0.3
 
     def __init__(self, path: Path) -> None:
-        self.path = path
         self.events: list[tuple[str, float]] = []
         self.started = threading.Event()
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(str(path))
-        self.sock.listen(8)
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__(path, self._handle)
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
-
-    def _one(self, conn: socket.socket) -> None:
-        with conn:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                chunk = conn.recv(4096)
-                if not chunk:
-                    return
-                head += chunk
-            target = head.split(b" ")[1].decode()
-            what = target.split("?")[0].rsplit("/", 1)[-1]
-            self.events.append((what, time.monotonic()))
-            if what == "wait":
-                time.sleep(self.WAIT_DELAY)
-                self.events.append(("wait-headers", time.monotonic()))
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                             b"Transfer-Encoding: chunked\r\n\r\n")
-                self.started.wait(10)
-                body = json.dumps({"StatusCode": 7}).encode()
-                conn.sendall(b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body))
-            elif what == "attach":
-                conn.sendall(b"HTTP/1.1 101 UPGRADED\r\n"
-                             b"Content-Type: application/vnd.docker.multiplexed-stream\r\n"
-                             b"Connection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
-                self.started.wait(10)
-                conn.sendall(b"\x01\x00\x00\x00\x00\x00\x00\x03hi\n")
-            elif what == "start":
-                conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
-                self.started.set()
+    def _handle(self, _method: str, target: str, _headers: dict[str, str], _body: bytes,
+                conn: socket.socket) -> None:
+        what = target.split("?")[0].rsplit("/", 1)[-1]
+        self.events.append((what, time.monotonic()))
+        if what == "wait":
+            time.sleep(self.WAIT_DELAY)
+            self.events.append(("wait-headers", time.monotonic()))
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n")
+            self.started.wait(10)
+            body = json.dumps({"StatusCode": 7}).encode()
+            conn.sendall(b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body))
+        elif what == "attach":
+            conn.sendall(b"HTTP/1.1 101 UPGRADED\r\n"
+                         b"Content-Type: application/vnd.docker.multiplexed-stream\r\n"
+                         b"Connection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
+            self.started.wait(10)
+            conn.sendall(b"\x01\x00\x00\x00\x00\x00\x00\x03hi\n")
+        elif what == "start":
+            conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+            self.started.set()
 
     def at(self, what: str) -> float:
         return next(t for w, t in self.events if w == what)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture
