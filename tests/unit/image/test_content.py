@@ -340,6 +340,26 @@ def _fork(child) -> int:
     return pid
 
 
+def _kill_after(step) -> None:
+    """Run `step` in a child, then SIGKILL the child at that point (it signals, then sleeps,
+    holding what `step` returned: a writer in use)."""
+    r, w = os.pipe()
+
+    def child() -> None:
+        held = step()  # noqa: F841 - alive until the kill
+        os.write(w, b"x")
+        time.sleep(60)
+
+    pid = _fork(child)
+    try:
+        assert os.read(r, 1) == b"x"
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(r)
+        os.close(w)
+
+
 def _check_consistent(store: ContentStore) -> None:
     for digest, _size in store.walk():
         store.verify(digest)  # every visible blob is complete and correct
@@ -349,21 +369,14 @@ def _check_consistent(store: ContentStore) -> None:
 def test_writer_killed_mid_write_leaves_nothing_visible(store):
     data = os.urandom(4 << 20)
     expected = _desc(data)
-    r, w = os.pipe()
 
-    def child() -> None:
-        with store.writer(expected) as wr:
-            wr.write(data[: len(data) // 2])
-            wr._f.flush()  # type: ignore[attr-defined]
-            os.write(w, b"x")
-            time.sleep(60)
+    def step():
+        wr = store.writer(expected)
+        wr.write(data[: len(data) // 2])
+        wr._f.flush()  # type: ignore[attr-defined]
+        return wr
 
-    pid = _fork(child)
-    assert os.read(r, 1) == b"x"
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    os.close(r)
-    os.close(w)
+    _kill_after(step)
     assert not store.exists(expected.digest)
     assert _visible_files(store) == []
     [status] = store.ingests()  # the dead write is only an ingest, collectable
@@ -401,21 +414,14 @@ def test_writer_killed_after_verify_keeps_a_complete_resumable_ingest(store):
     next writer of that ref starts at their end."""
     data = os.urandom(9 << 20)  # past WRITEBACK_CHUNK: the writeback was started on the way
     expected = _desc(data)
-    r, w = os.pipe()
 
-    def child() -> None:
+    def step():
         wr = store.writer(expected, ref="pull-x", sync_dir=False)
         wr.write(data)
         wr.verify()
-        os.write(w, b"x")
-        time.sleep(60)
+        return wr
 
-    pid = _fork(child)
-    assert os.read(r, 1) == b"x"
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    os.close(r)
-    os.close(w)
+    _kill_after(step)
     assert not store.exists(expected.digest) and _visible_files(store) == []
     _check_consistent(store)
     offset, wr = store.resume("pull-x", expected)
@@ -429,21 +435,14 @@ def test_writer_killed_after_verify_keeps_a_complete_resumable_ingest(store):
 def test_resumable_writer_killed_then_resumed(store):
     data = os.urandom(1 << 20)
     expected = _desc(data)
-    r, w = os.pipe()
 
-    def child() -> None:
+    def step():
         _, wr = store.resume("pull", expected)
         wr.write(data[:300_000])
         wr._f.flush()  # type: ignore[attr-defined]
-        os.write(w, b"x")
-        time.sleep(60)
+        return wr
 
-    pid = _fork(child)
-    assert os.read(r, 1) == b"x"
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    os.close(r)
-    os.close(w)
+    _kill_after(step)
     offset, wr = store.resume("pull")  # the dead writer's flock died with it
     assert offset == 300_000
     wr.write(data[offset:])
