@@ -29,13 +29,11 @@ def duration_ns(value: Any) -> int:
         raise ValueError(f"must be a duration like 10s or 1m30s, not {value!r}") from None
 
 
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)", re.IGNORECASE)
-_MULT = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
-
-
 def ram_in_bytes(value: Any) -> int:
     """A byte value (`512m`, `1g`, `2gb`, `1024`, an integer) in bytes, binary multiples as
-    docker's units.RAMInBytes. ValueError says what is wrong."""
+    docker's units.RAMInBytes (pallet.units.ram_in_bytes). ValueError says what is wrong."""
+    from pallet import units
+
     if isinstance(value, bool):
         raise ValueError(f"must be a byte value like 512m or 1g, not {value!r}")
     if isinstance(value, int):
@@ -44,10 +42,10 @@ def ram_in_bytes(value: Any) -> int:
         return value
     if not isinstance(value, str):
         raise ValueError(f"must be a byte value like 512m or 1g, not {value!r}")
-    m = _SIZE.fullmatch(value.strip())
-    if not m:
-        raise ValueError(f"must be a byte value like 512m or 1g, not {value!r}")
-    return int(float(m.group(1)) * _MULT[m.group(2).lower()])
+    try:
+        return units.ram_in_bytes(value)
+    except ValueError:
+        raise ValueError(f"must be a byte value like 512m or 1g, not {value!r}") from None
 
 
 def duration_text(ns: int) -> str:

@@ -64,21 +64,16 @@ def parse_signal(value: str) -> int:
     return number
 
 
-_SIZE_PATTERN = r"^(\d+(?:\.\d+)?) ?([kmgtp])?i?b?$"
-
-
 def parse_bytes(value: str) -> int:
     """A size as runc's update takes it (go-units RAMInBytes: binary units, 512m, 1GiB), or -1."""
-    v = value.strip()
-    if v == "-1":
+    if value.strip() == "-1":
         return -1
-    import re  # only `update` takes sizes
+    from pallet import units
 
-    m = re.match(_SIZE_PATTERN, v, re.IGNORECASE)
-    if not m:
-        raise InvalidArgument(f"invalid size {value!r}")
-    power = " kmgtp".index((m.group(2) or " ").lower())
-    return int(float(m.group(1)) * 1024**power)
+    try:
+        return units.ram_in_bytes(value)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
 
 
 # The command line as data: the fast parser below reads it on every call, and build_parser()
