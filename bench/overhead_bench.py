@@ -350,10 +350,14 @@ def network(ways: Ways, sec: Section, rounds: int, seconds: int = 3) -> None:
     podman = podman_network(ways, sec, rounds, measure_once) if ways.pm else {}
     base = samples["host loopback"]
     cubic = samples.get("host loopback, cubic")
+    # Issue 5's targets: "bridge at least 0.9x of loopback, host network 1.0x" (0.98: the noise
+    # of one 2-core machine). The published port is measured beside them, against loopback and
+    # podman's published port, with no target of its own (the issue sets none; session 4's
+    # suite had put the bridge's 0.9x on it too, see docs/design/network.md "Throughput").
     # With a host default other than cubic the bridge's route runs cubic and loopback does not:
-    # the issue's 0.9x target then applies to the like-for-like rows below, not to these.
+    # the bridge's target then applies to the like-for-like row below, not to this one.
     like = {"pallet bridge": "pallet bridge", "pallet published port": "pallet published port, cubic"}
-    for k, limit in (("pallet bridge", 0.9), ("pallet published port", 0.9), ("pallet --network host", 0.98)):
+    for k, limit in (("pallet bridge", 0.9), ("pallet published port", 0.0), ("pallet --network host", 0.98)):
         if cubic and samples.get(like.get(k, "")):
             limit = 0.0
         if not samples[k]:
@@ -371,11 +375,11 @@ def network(ways: Ways, sec: Section, rounds: int, seconds: int = 3) -> None:
                        {"host": base, "pallet": samples["pallet bridge, MTU 65520"]}, better="higher")
         row["short"] = "net jumbo"
         sec.add(row)
-    for k, what, short in (("pallet bridge", "bridge", "net bridge/cubic"),
-                           ("pallet published port, cubic", "published port", "net port/cubic")):
+    for k, what, short, limit in (("pallet bridge", "bridge", "net bridge/cubic", 0.9),
+                                  ("pallet published port, cubic", "published port", "net port/cubic", 0.0)):
         if cubic and samples.get(k):
             sec.add(_row(f"network: iperf3 TCP, {what} vs host loopback, both with cubic", "Gbit/s",
-                         {"host": cubic, "pallet": samples[k]}, 0.9, short=short))
+                         {"host": cubic, "pallet": samples[k]}, limit, short=short))
     if jumbo.returncode == 0:
         run([*d.pallet, "network", "rm", "benchjumbo"], env=d.env, check=False)
 
