@@ -37,21 +37,18 @@ DEFAULT_MAX_SIZE = 10 * 1024 * 1024
 DEFAULT_MAX_FILES = 3
 MAX_LINE = 16 * 1024  # Docker's bufio size for a log line before it is cut (partial message)
 
-_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-
-
 def rfc3339nano(ns: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
 
 
 def parse_size(value: str | int) -> int:
-    """Docker's log-opt sizes (go-units RAMInBytes): "10m", "512k", "1g", "2mb", a byte count."""
-    import re
+    """Docker's log-opt sizes (go-units RAMInBytes, pallet.units): "10m", "512k", "1g", "2mb",
+    a byte count; ValueError if it is not one."""
+    from pallet.units import ram_in_bytes
 
-    m = re.match(r"^(\d+(?:\.\d+)?) ?([kmg]?)(?:i?b)?$", str(value).strip().lower())
-    if not m:
-        raise ValueError(f"invalid size {value!r}")
-    return int(float(m.group(1)) * _UNITS[m.group(2)])
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return ram_in_bytes(str(value))
 
 
 def parse_time(value: str) -> int:
