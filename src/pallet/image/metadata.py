@@ -408,15 +408,21 @@ class MetadataStore:
         return Lease(row["id"], row["created"], row["expires"], json.loads(row["labels"]))
 
     def create_lease(self, lease_id: str | None = None, *, expires: str | None = None,
-                     labels: Mapping[str, str] | None = None) -> Lease:
+                     labels: Mapping[str, str] | None = None,
+                     resources: Iterable[tuple[str, str]] = ()) -> Lease:
+        """A new lease, holding `resources` ((kind, key) pairs, as `add_lease_resources`) from
+        the same transaction on (a pull makes its lease and names what it holds in one)."""
         lease_id = lease_id or f"lease-{secrets.token_hex(12)}"
         lease = Lease(lease_id, now_rfc3339(), expires, dict(labels or {}))
+        rows = self._resource_rows(lease_id, resources)
         with self._tx() as conn:
             try:
                 conn.execute("INSERT INTO leases (id, created, expires, labels) VALUES (?, ?, ?, ?)",
                              (lease.id, lease.created, expires, _labels(labels)))
             except sqlite3.IntegrityError:
                 raise AlreadyExists(f"lease {lease_id} exists already") from None
+            conn.executemany("INSERT OR IGNORE INTO lease_resources (lease_id, kind, key) VALUES (?, ?, ?)",
+                             rows)
         return lease
 
     def leases(self) -> list[Lease]:
@@ -442,16 +448,21 @@ class MetadataStore:
 
     def add_lease_resources(self, lease_id: str, items: Iterable[tuple[str, str]]) -> None:
         """`add_lease_resource` for many (kind, key) pairs in one transaction."""
-        rows: list[tuple[str, str, str]] = []
-        for kind, key in items:
-            if kind not in LEASE_RESOURCE_KINDS:
-                raise InvalidArgument(f"lease resource kind {kind!r}: expected one of {LEASE_RESOURCE_KINDS}")
-            rows.append((lease_id, kind, str(Digest(key)) if kind == "content" else key))
+        rows = self._resource_rows(lease_id, items)
         with self._tx() as conn:
             if conn.execute("SELECT 1 FROM leases WHERE id = ?", (lease_id,)).fetchone() is None:
                 raise NotFound(f"no such lease: {lease_id}")
             conn.executemany("INSERT OR IGNORE INTO lease_resources (lease_id, kind, key) VALUES (?, ?, ?)",
                              rows)
+
+    @staticmethod
+    def _resource_rows(lease_id: str, items: Iterable[tuple[str, str]]) -> list[tuple[str, str, str]]:
+        rows: list[tuple[str, str, str]] = []
+        for kind, key in items:
+            if kind not in LEASE_RESOURCE_KINDS:
+                raise InvalidArgument(f"lease resource kind {kind!r}: expected one of {LEASE_RESOURCE_KINDS}")
+            rows.append((lease_id, kind, str(Digest(key)) if kind == "content" else key))
+        return rows
 
     def remove_lease_resource(self, lease_id: str, kind: str, key: str) -> None:
         with self._tx() as conn:

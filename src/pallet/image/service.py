@@ -411,9 +411,10 @@ class ImageService:
     # --- leases (gc protection while an operation runs) ----------------------------------------
 
     @contextlib.contextmanager
-    def _lease(self, purpose: str) -> Iterator[str]:
+    def _lease(self, purpose: str, content: Iterable[str] = ()) -> Iterator[str]:
         expires = (datetime.now(UTC) + LEASE_TTL).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        lease = self.meta.create_lease(expires=expires, labels={"pallet.purpose": purpose})
+        lease = self.meta.create_lease(expires=expires, labels={"pallet.purpose": purpose},
+                                       resources=[("content", d) for d in content])
         try:
             yield lease.id
         finally:
@@ -984,10 +985,11 @@ class ImageService:
     # --- pulled images (pallet.registry.client) ---------------------------------------------------
 
     @contextlib.contextmanager
-    def lease(self, purpose: str) -> Iterator[str]:
+    def lease(self, purpose: str, hold: Iterable[str] = ()) -> Iterator[str]:
         """A gc lease for an operation run outside this service (a pull): content named with
-        `hold(lease, digest)` is kept until the lease ends, whatever happens meanwhile."""
-        with self._lease(purpose) as lease:
+        `hold(lease, digest)`, or in `hold` (the same transaction as the lease's creation), is
+        kept until the lease ends, whatever happens meanwhile; it need not exist yet."""
+        with self._lease(purpose, hold) as lease:
             yield lease
 
     def hold(self, lease: str, digest: str) -> None:
@@ -1059,6 +1061,7 @@ class ImageService:
             if result.diff_id != str(Digest(diff_id)):
                 raise DigestMismatch(f"layer {layer.digest} unpacks to diff_id {result.diff_id}, "
                                      f"the config says {diff_id}")
+            cast(Any, self.snapshots).seal_staged(staged)
         except BaseException:
             self.snapshots.discard_staged(staged)  # type: ignore[attr-defined]
             raise

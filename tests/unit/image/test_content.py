@@ -282,8 +282,7 @@ def test_clean_ingests(store):
     _, old = store.resume("old")
     old.write(b"o")
     old.close()
-    os.utime(store.path / "ingest" / old.key / "data", (0, 0))
-    os.utime(store.path / "ingest" / old.key / "lock", (0, 0))
+    os.utime(store.path / "ingest" / old.key, (0, 0))
     _, fresh = store.resume("fresh")
     fresh.close()
     assert store.clean_ingests(older_than=3600) == 1

@@ -100,11 +100,14 @@ def _no_checkpoint(point: str) -> None:
 @dataclass
 class Staged:
     """A staging directory from `DirSnapshotter.stage`: fill `fs`, then commit or discard it.
-    `lock_fd` holds the flock that keeps `cleanup` away; -1 once committed or discarded."""
+    `lock_fd` holds the flock that keeps `cleanup` away; -1 once committed or discarded.
+    `usage` is measured by `seal_staged` once `fs` is filled (in the filler's thread), or else
+    by the commit."""
 
     path: Path
     fs: Path
     lock_fd: int
+    usage: Usage | None = None
 
 
 @dataclass(frozen=True)
@@ -443,6 +446,12 @@ class DirSnapshotter:
             raise
         return Staged(path, path / "fs", lock_fd)
 
+    def seal_staged(self, staged: Staged) -> None:
+        """The caller is done filling `staged.fs`: measure its usage now, in the caller's
+        thread, rather than in `commit_staged_many` (a pull commits from one thread what
+        several unpacked). Nothing may be written to `fs` afterwards."""
+        staged.usage = disk_usage(staged.fs)
+
     def discard_staged(self, staged: Staged) -> None:
         """Remove a staged directory that was not committed (idempotent)."""
         if staged.lock_fd < 0:
@@ -472,7 +481,7 @@ class DirSnapshotter:
             if staged.lock_fd < 0:
                 raise InvalidArgument(f"staged directory {staged.path} was committed or discarded")
             checked.append(_check_labels(labels))
-        usages = [disk_usage(staged.fs) for _, _, staged, _ in items]
+        usages = [staged.usage or disk_usage(staged.fs) for _, _, staged, _ in items]
         done: list[tuple[str, Staged]] = []
         moved: list[Path] = []
         # Parents committed earlier in this batch: (row, depth of the chain it ends), so that a

@@ -579,14 +579,8 @@ class Puller:
         name = ref.string() if ref.digest is None else f"{ref.name}@{ref.digest}"
         result = PullResult(image_id="", name=name, digest=str(top), updated=False)
         content = self.images.content
-        with self.images.lease("fetch") as lease:
-            mdesc = content.put(mbytes, manifest.media_type)
-            self.images.hold_all(lease, [str(mdesc.digest), str(manifest.config.digest),
-                                         *(str(layer.digest) for layer in manifest.layers)])
-            if not content.exists(manifest.config.digest):
-                data = self._fetch_small_blob(ref, manifest.config, MAX_CONFIG_SIZE)
-                content.put(data, manifest.config.media_type, expected=manifest.config)
-            check_image(manifest, parse_config(content.read(manifest.config.digest)))
+        with self.images.lease("fetch", _holds(mbytes, manifest)):
+            check_image(manifest, parse_config(self._store_manifest_and_config(ref, mbytes, manifest)))
             layers = list({str(layer.digest): layer for layer in manifest.layers}.values())
             publisher = _Publisher()
             try:
@@ -605,7 +599,20 @@ class Puller:
                 publisher.abandon()
             content.sync_blobs()
         result.updated = bool(result.fetched)
-        return Descriptor(manifest.media_type, mdesc.digest, mdesc.size), result
+        return Descriptor(manifest.media_type, Digest.from_bytes(mbytes), len(mbytes)), result
+
+    def _store_manifest_and_config(self, ref: Reference, mbytes: bytes, manifest: Manifest) -> bytes:
+        """The opening of `pull` and `fetch`: the manifest into the content store, the config
+        fetched (verified) unless present; returns the config's bytes. Their renames are made
+        durable by the `sync_blobs()` both run before they finish (and a pull before its image
+        record), as the layers' are."""
+        content = self.images.content
+        content.put(mbytes, manifest.media_type, sync_dir=False)
+        if not content.exists(manifest.config.digest):
+            data = self._fetch_small_blob(ref, manifest.config, MAX_CONFIG_SIZE)
+            content.put(data, manifest.config.media_type, expected=manifest.config, sync_dir=False)
+            return data
+        return content.read(manifest.config.digest)
 
     def pull(self, ref: Reference, names: Iterable[str] | None = None) -> PullResult:
         """Pull `ref` (a normalized Reference with a tag or a digest); see the module docstring."""
@@ -616,15 +623,11 @@ class Puller:
         self._emit(f"Pulling from {ref.path}", ref.tag if ref.digest is None else str(ref.digest), plain=True)
         name = ref.string() if ref.digest is None else f"{ref.name}@{ref.digest}"
         result = PullResult(image_id="", name=name, digest=str(top), updated=False)
-        with self.images.lease("pull") as lease:
+        # One lease transaction holds everything the pull may store (held content need not
+        # exist yet; a layer found unpacked already is held for nothing, until the end).
+        with self.images.lease("pull", _holds(mbytes, manifest)) as lease:
             content = self.images.content
-            mdesc = content.put(mbytes, manifest.media_type)
-            self.images.hold(lease, mdesc.digest)
-            if not content.exists(manifest.config.digest):
-                data = self._fetch_small_blob(ref, manifest.config, MAX_CONFIG_SIZE)
-                content.put(data, manifest.config.media_type, expected=manifest.config)
-            self.images.hold(lease, manifest.config.digest)
-            config = parse_config(content.read(manifest.config.digest))
+            config = parse_config(self._store_manifest_and_config(ref, mbytes, manifest))
             check_image(manifest, config)
             want = self.platform
             if want is not None and not platform_matches(config.platform, want):
@@ -639,8 +642,6 @@ class Puller:
                 queued += needed
                 if needed and queued > self.max_concurrent:
                     self._emit("Waiting", short(layer.digest))  # behind the concurrency limit
-            self.images.hold_all(lease, [str(layer.digest) for layer, needed
-                                         in zip(manifest.layers, todo, strict=True) if needed])
             publisher = _Publisher()
             try:
                 if self.images.can_stage:
@@ -779,6 +780,12 @@ class _Publisher:
             thread = self._thread
         if thread is not None:
             thread.join()
+
+
+def _holds(mbytes: bytes, manifest: Manifest) -> list[str]:
+    """What a pull's (or fetch's) lease holds: the manifest, its config and its layers."""
+    return [str(Digest.from_bytes(mbytes)), str(manifest.config.digest),
+            *(str(layer.digest) for layer in manifest.layers)]
 
 
 def _no_report(n: int) -> None:

@@ -32,6 +32,8 @@ from pallet.oci.reference import parse_normalized
 log = logging.getLogger("pallet.api.registry")
 
 _END = object()
+# How long progress messages are gathered before they wake the event loop (see _stream).
+BATCH_DELAY = 0.02
 
 
 def register(router: Router) -> None:
@@ -72,18 +74,40 @@ async def _stream(request: web.Request, work: Callable[[Callable[[dict[str, Any]
     queue: asyncio.Queue[Any] = asyncio.Queue()
     gone = threading.Event()
 
+    # Messages reach the loop in batches, at most one per BATCH_DELAY: a wake-up of the
+    # loop's thread (which then contends for the GIL with the pull's threads) per batch, not
+    # per message (a 50-layer pull reports ~450 times in ~0.4 s). The end of the work
+    # delivers what is pending at once, before _END.
+    pending: list[dict[str, Any]] = []
+    pending_lock = threading.Lock()
+
+    def deliver() -> None:
+        with pending_lock:
+            batch = pending[:]
+            pending.clear()
+        for msg in batch:
+            queue.put_nowait(msg)
+
+    def end() -> None:
+        deliver()
+        queue.put_nowait(_END)
+
     def send(msg: dict[str, Any]) -> None:
         # The worker's next progress report stops it once the client is gone (as dockerd
         # cancels a pull with its request's context); a pull's bytes stay for the next one.
         if gone.is_set():
             raise Cancelled("the client went away")
-        loop.call_soon_threadsafe(queue.put_nowait, msg)
+        with pending_lock:
+            pending.append(msg)
+            first = len(pending) == 1
+        if first:  # else a deliver() is scheduled and not run yet: it takes this one too
+            loop.call_soon_threadsafe(loop.call_later, BATCH_DELAY, deliver)
 
     def run() -> Any:
         try:
             return work(send)
         finally:
-            loop.call_soon_threadsafe(queue.put_nowait, _END)
+            loop.call_soon_threadsafe(end)
 
     task = asyncio.ensure_future(asyncio.to_thread(run))
     # A worker left behind by a client that went away ends with Cancelled: nothing to log.
@@ -95,8 +119,14 @@ async def _stream(request: web.Request, work: Callable[[Callable[[dict[str, Any]
     await response.prepare(request)
     try:
         while item is not _END:
-            await response.write(progress_line(item))
-            item = await queue.get()
+            # What the worker queued meanwhile goes out in the same write (a 50-layer pull
+            # reports ~450 times: one send(2) and one read by the client per batch, not each).
+            lines = [progress_line(item)]
+            while not queue.empty() and (item := queue.get_nowait()) is not _END:
+                lines.append(progress_line(item))
+            await response.write(b"".join(lines))
+            if item is not _END:
+                item = await queue.get()
         try:
             result = await task
         except PalletError as exc:
