@@ -13,6 +13,9 @@ Figures, each for palletd (pallet-runtime) and podman (runc, a private store):
                          monitors with --monitor pallet; podman: conmon) plus, for pallet, the
                          growth of palletd's PSS, divided by N. The containers' own processes
                          (sh, sleep) are the same for both and not counted.
+  monitor anon memory    the conmons' mean anonymous PSS (Pss_Anon, KiB), both engines: each
+                         monitor's own pages, without its share of the binaries' (which moves
+                         with how many conmons of either engine run at that moment).
   daemon memory          palletd's PSS just started (busybox loaded), idle after one container
                          has run (the share above is counted from there: the first start's
                          imports are paid once per daemon), and with N containers running.
@@ -119,6 +122,14 @@ def conmon_pss(work: Path) -> tuple[int, int]:
     return len(pids), sum(pss_kib(p) for p in pids)
 
 
+def monitor_anon_kib(work: Path) -> float:
+    """Mean anonymous PSS (Pss_Anon) of the conmon processes of the engine rooted at `work`: the
+    monitor's own memory, without its share of the binaries' pages (which moves with how many
+    conmons of either engine run at that moment)."""
+    pids = [p for p in pids_with_arg(str(work)) if _comm(p) == "conmon"]
+    return sum(pss_anon_kib(p) for p in pids) / max(len(pids), 1)
+
+
 def _cmdline_has(pid: int, needle: str) -> bool:
     try:
         return needle.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -180,6 +191,7 @@ def main() -> int:
             mem: dict[str, list[float]] = {"pallet": [], "podman": []}
             daemon_busy: list[float] = []
             anon_growth: list[float] = []
+            mon_anon: dict[str, list[float]] = {"pallet": [], "podman": []}
             ps_n: dict[str, list[float]] = {}
             for k in range(starts):
                 print(f"  concurrent start {k + 1}/{starts}: {n} containers each", flush=True)
@@ -192,6 +204,7 @@ def main() -> int:
                     start_s["podman"].append(start_concurrently(argv, pm.env, podman_running, n))
                 time.sleep(2)  # let the monitors settle after start-up
                 cnt, kib = monitor_pss(work / "d")
+                mon_anon["pallet"].append(monitor_anon_kib(work / "d"))
                 busy = settled(pss_kib, d.proc.pid)
                 anon_growth.append(max(settled(pss_anon_kib, d.proc.pid) - anon_idle, 0) / n)
                 daemon_busy.append(busy / 1024)
@@ -200,6 +213,7 @@ def main() -> int:
                     sec.notes.append(f"found {cnt} pallet monitors for {n} containers")
                 if pm is not None:
                     cnt_p, kib_p = conmon_pss(work / "p")
+                    mon_anon["podman"].append(monitor_anon_kib(work / "p"))
                     mem["podman"].append(kib_p / max(cnt_p, 1) / 1024)
                     if cnt_p != n:
                         sec.notes.append(f"found {cnt_p} conmon processes for {n} containers")
@@ -214,10 +228,13 @@ def main() -> int:
             if not pm:
                 start_s.pop("podman")
                 mem.pop("podman")
+                mon_anon.pop("podman")
             sec.add(make_row(f"start {n} containers concurrently, until all run", "s", start_s,
                              target=("podman", "<=", 0.5) if pm else None))
             sec.add(make_row("memory per idle container (PSS: monitor + daemon share)", "MiB", mem,
                              target=("podman", "<=", 1.0) if pm else None))
+            sec.add(make_row("monitor anonymous memory per container (conmon Pss_Anon)", "KiB",
+                             {k: v for k, v in mon_anon.items() if any(v)}))
             sec.add(make_row("palletd PSS, just started", "MiB", {"pallet": [daemon_cold / 1024]}))
             sec.add(make_row("palletd PSS, idle (after one container)", "MiB",
                              {"pallet": [daemon_idle / 1024]}))

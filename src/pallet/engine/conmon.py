@@ -167,9 +167,18 @@ def read_pipe(fd: int, timeout: float, *, line: bool = False) -> bytes | None:
     return data
 
 
+# conmon's environment (and so the runtime's under it; the container's own comes from its spec).
+# No locale variables (LANG, LC_*): with LANG=C.UTF-8 glibc's setlocale in conmon loaded the
+# locale's LC_CTYPE and each idle conmon kept 12-16 KiB more private memory (heap 48 vs 40 KiB,
+# stack 24 vs 16 KiB; /proc/PID/smaps of three conmons each way, issue 4). conmon copies the
+# container's output as bytes and its own messages are ASCII, so the C locale changes nothing it
+# writes; pallet-runtime (Python) coerces the C locale to C.UTF-8 itself (PEP 538), and runc and
+# crun do not look at the locale. TZ stays: conmon stamps k8s-file log lines in local time.
+CONMON_ENV = ("PATH", "TZ", "XDG_RUNTIME_DIR", "PYTHONPATH", "NOTIFY_SOCKET")
+
+
 def _env() -> dict[str, str]:
-    keep = ("PATH", "LANG", "LC_ALL", "TZ", "XDG_RUNTIME_DIR", "PYTHONPATH", "NOTIFY_SOCKET")
-    return {k: os.environ[k] for k in keep if k in os.environ} | {"PATH": os.environ.get(
+    return {k: os.environ[k] for k in CONMON_ENV if k in os.environ} | {"PATH": os.environ.get(
         "PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")}
 
 

@@ -112,8 +112,13 @@ def _proc_start(pid: int) -> int | None:
     return proc_start_time(pid) if pid > 0 else None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Container:
+    """One container as the engine holds it (the record's fields, plus this Engine's run-time
+    bookkeeping). Slots and a condition made on first use: a hundred idle containers are a
+    hundred of these, and each costs palletd memory for as long as it exists (issue 4,
+    docs/design/engine.md "Memory per container")."""
+
     id: str
     name: str
     created: str
@@ -135,9 +140,22 @@ class Container:
     # The runtime's `delete` of an exited run, still going (Engine._exited_locked); waited for
     # before anything else uses the runtime for this container (Engine._runtime).
     deleting: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _cond: threading.Condition | None = field(default=None, init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        self.cond = threading.Condition(self.lock)
+    @property
+    def cond(self) -> threading.Condition:
+        """The condition on `lock` that waiters of a state change wait on. Made on first use:
+        waiting and notifying both need `lock` held, so it is never made twice; a container no
+        one waits for has none (a Condition with its waiters' deque is ~1.3 KiB)."""
+        cond = self._cond
+        if cond is None:
+            cond = self._cond = threading.Condition(self.lock)
+        return cond
+
+    def notify_all(self) -> None:
+        """Wake whoever waits on `cond` (caller holds `lock`); nothing to do when no one ever did."""
+        if self._cond is not None:
+            self._cond.notify_all()
 
     def to_record(self) -> dict[str, Any]:
         return {"version": RECORD_VERSION, "id": self.id, "name": self.name, "created": self.created,
@@ -763,7 +781,7 @@ class Engine:
             self._event(c, "oom")
         self._event(c, "die", {"exitCode": code, "execDuration": int(
             max(0.0, _epoch_float(finished) - _epoch_float(c.state.started_at)))})
-        c.cond.notify_all()
+        c.notify_all()
 
     def _wait_inactive_locked(self, c: Container, timeout: float | None) -> bool:
         return c.cond.wait_for(lambda: not c.state.status.is_active, timeout)
@@ -932,7 +950,7 @@ class Engine:
         self._restarts.forget(c.id)
         self._health.forget(c.id)
         self._event(c, "destroy")
-        c.cond.notify_all()
+        c.notify_all()
 
     def prune(self, filters: Mapping[str, Sequence[str]] | None = None) -> builtins.list[str]:
         """Remove every container that is not running (`Status.can_prune`, checked under each

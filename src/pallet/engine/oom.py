@@ -40,7 +40,7 @@ def read_oom_kills(path: str) -> int:
     return 0
 
 
-@dataclass
+@dataclass(slots=True)  # one per running container: no per-instance dict
 class _Watch:
     cid: str
     fd: int            # what poll waits on: the eventfd (v1) or memory.events (v2)

@@ -185,7 +185,7 @@ class RestartManager:
             return False
         c.state.set(Status.EXITED)
         self.engine._save(c)
-        c.cond.notify_all()
+        c.notify_all()
         return True
 
     def forget(self, cid: str) -> None:
@@ -252,7 +252,7 @@ class RestartManager:
                 log.error("restarting container %s: %s", cid[:12], exc)
                 c.state.error = str(exc)
                 self.engine._save(c)
-            c.cond.notify_all()
+            c.notify_all()
 
     def resume_on_boot(self) -> list[str]:
         """Start what the policies bring back at engine start (see the module docstring);

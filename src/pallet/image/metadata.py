@@ -19,7 +19,8 @@ place when it is opened). Tables, version 2:
 Times are RFC 3339 UTC strings. Every mutation runs in one `BEGIN IMMEDIATE` transaction, so a
 kill -9 leaves the database as it was before or after it (SQLite's journal guarantees it); the
 connection uses `synchronous=FULL` so a committed change also survives power loss.
-Thread safety: one connection per thread (`threading.local`), WAL readers do not block the writer,
+Thread safety: one connection per thread (`threading.local`; it closes when its thread ends, so a
+renewed worker pool leaves no connection behind), WAL readers do not block the writer,
 and `busy_timeout` makes concurrent writers wait instead of failing.
 """
 
@@ -30,6 +31,7 @@ import json
 import secrets
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -181,6 +183,10 @@ def check_name(name: str) -> str:
     return name
 
 
+class _Connection(sqlite3.Connection):
+    """A connection that can be weakly referenced (sqlite3.Connection itself cannot)."""
+
+
 class MetadataStore:
     """The metadata database at `path`. Methods may be called from any thread."""
 
@@ -188,7 +194,7 @@ class MetadataStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._all: weakref.WeakSet[sqlite3.Connection] = weakref.WeakSet()
         self._all_lock = threading.Lock()
         self._migrate()
 
@@ -199,7 +205,7 @@ class MetadataStore:
         if conn is None:
             # isolation_level=None: no implicit transactions; _tx() issues BEGIN IMMEDIATE itself.
             conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
-                                   check_same_thread=False)
+                                   check_same_thread=False, factory=_Connection)
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA journal_mode = WAL")
@@ -207,7 +213,7 @@ class MetadataStore:
             conn.execute("PRAGMA foreign_keys = ON")
             self._local.conn = conn
             with self._all_lock:
-                self._all.append(conn)
+                self._all.add(conn)
         return conn
 
     @contextlib.contextmanager
@@ -224,7 +230,7 @@ class MetadataStore:
 
     def close(self) -> None:
         with self._all_lock:
-            for conn in self._all:
+            for conn in list(self._all):
                 with contextlib.suppress(sqlite3.Error):
                     conn.close()
             self._all.clear()

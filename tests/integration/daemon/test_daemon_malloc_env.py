@@ -1,4 +1,4 @@
-"""palletd runs on two malloc arenas (pallet/daemon/malloc.py): re-executed once, same pid."""
+"""palletd runs on two malloc arenas, no tcache (pallet/daemon/malloc.py): re-executed once, same pid."""
 
 from __future__ import annotations
 
@@ -10,7 +10,12 @@ from pallet.daemon.malloc import TUNABLES
 
 def _environ(pid: int) -> dict[str, str]:
     with open(f"/proc/{pid}/environ", "rb") as f:
-        items = [kv.decode().partition("=") for kv in f.read().split(b"\0") if kv]
+        raw = f.read()
+    # glibc 2.36 ends each tunable's value in the process's original environment block with a
+    # NUL where the ':' was (elf/dl-tunables.c parse_tunables, `value[len] = '\0'`; the process's
+    # own environ gets an intact copy): /proc/PID/environ shows "a=1\0b=2" for "a=1:b=2".
+    raw = raw.replace(b"\0glibc.", b":glibc.")
+    items = [kv.decode().partition("=") for kv in raw.split(b"\0") if kv]
     return {k: v for k, _, v in items}
 
 

@@ -12,7 +12,7 @@ from pallet.daemon.malloc import TUNABLES, tuned_environ
 def test_tuned_environ_adds_the_tunable_and_keeps_the_rest():
     env = tuned_environ({"PATH": "/bin", "NOTIFY_SOCKET": "/run/systemd/notify"})
     assert env == {"PATH": "/bin", "NOTIFY_SOCKET": "/run/systemd/notify", "GLIBC_TUNABLES": TUNABLES}
-    assert TUNABLES == "glibc.malloc.arena_max=2"
+    assert TUNABLES == "glibc.malloc.arena_max=2:glibc.malloc.tcache_count=0"
 
 
 def test_a_set_glibc_tunables_is_left_alone():

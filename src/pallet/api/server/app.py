@@ -42,13 +42,15 @@ class Router:
 
 def create_app(host: HostInfo, counts: SystemCounts | None = None, *,
                images: ImageBackend | None = None, engine: EngineBackend | None = None,
-               client_max_size: int = 1024 ** 2) -> web.Application:
+               client_max_size: int = 1024 ** 2,
+               on_answer: Callable[[], None] | None = None) -> web.Application:
     """The palletd application. Resource route modules each expose `register(router, app)`.
     `images` defaults to an image service on `host.data_root`, opened on first use. `engine` is
     built at start-up (sharing that image service) and closed at cleanup; palletd passes
     `EngineBackend(default_engine_factory(host, ...))`; without one the container routes answer
     503 (an app for other routes' tests touches no container state). `counts` defaults to
-    counts from both when an engine is given (else zeros)."""
+    counts from both when an engine is given (else zeros). `on_answer` is called as each answer
+    starts (palletd's IdleReclaim.note, pallet/daemon/idle.py)."""
     from pallet.api.server.routes import archive as archive_routes
     from pallet.api.server.routes import build as build_routes
     from pallet.api.server.routes import containers as container_routes
@@ -90,6 +92,8 @@ def create_app(host: HostInfo, counts: SystemCounts | None = None, *,
         response.headers["Server"] = server_header
         response.headers["Api-Version"] = API_VERSION
         response.headers["Ostype"] = host.os_type
+        if on_answer is not None:
+            on_answer()
 
     app.on_response_prepare.append(docker_headers)
     router = Router(app)
