@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -153,3 +156,36 @@ class FakeDaemon:
     def close(self) -> None:
         self.sock.close()
         self.path.unlink(missing_ok=True)
+
+
+def fork_child(child: Callable[[], object]) -> int:
+    """Fork; the child runs `child` and exits 0, or 1 if it raised."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 0
+        try:
+            child()
+        except BaseException:
+            code = 1
+        os._exit(code)
+    return pid
+
+
+def kill_after(step: Callable[[], object]) -> None:
+    """Run `step` in a child, then SIGKILL the child at that point (it signals, then sleeps,
+    holding what `step` returned: a writer in use)."""
+    r, w = os.pipe()
+
+    def child() -> None:
+        held = step()  # noqa: F841 - alive until the kill
+        os.write(w, b"x")
+        time.sleep(60)
+
+    pid = fork_child(child)
+    try:
+        assert os.read(r, 1) == b"x"
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(r)
+        os.close(w)

@@ -17,6 +17,7 @@ from pallet.image.content import FORMAT_VERSION, ContentStore, open_content_stor
 from pallet.oci import mediatypes as mt
 from pallet.oci.descriptor import ANNOTATION_REF_NAME, Descriptor
 from pallet.oci.digest import Digest, DigestMismatch
+from pallet_testlib import fork_child, kill_after
 
 
 @pytest.fixture()
@@ -327,38 +328,6 @@ def test_tag_many_names_in_one_index_write(store):
 
 # --- crash safety ---------------------------------------------------------------------------
 
-def _fork(child) -> int:
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        code = 0
-        try:
-            child()
-        except BaseException:
-            code = 1
-        os._exit(code)
-    return pid
-
-
-def _kill_after(step) -> None:
-    """Run `step` in a child, then SIGKILL the child at that point (it signals, then sleeps,
-    holding what `step` returned: a writer in use)."""
-    r, w = os.pipe()
-
-    def child() -> None:
-        held = step()  # noqa: F841 - alive until the kill
-        os.write(w, b"x")
-        time.sleep(60)
-
-    pid = _fork(child)
-    try:
-        assert os.read(r, 1) == b"x"
-    finally:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        os.close(r)
-        os.close(w)
-
-
 def _check_consistent(store: ContentStore) -> None:
     for digest, _size in store.walk():
         store.verify(digest)  # every visible blob is complete and correct
@@ -375,7 +344,7 @@ def test_writer_killed_mid_write_leaves_nothing_visible(store):
         wr._f.flush()  # type: ignore[attr-defined]
         return wr
 
-    _kill_after(step)
+    kill_after(step)
     assert not store.exists(expected.digest)
     assert _visible_files(store) == []
     [status] = store.ingests()  # the dead write is only an ingest, collectable
@@ -400,7 +369,7 @@ def test_writer_killed_between_verify_and_rename(store, monkeypatch):
             wr.write(data)
             wr.commit()
 
-    pid = _fork(child)
+    pid = fork_child(child)
     _, status = os.waitpid(pid, 0)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
     assert not store.exists(Digest.from_bytes(data)) and _visible_files(store) == []
@@ -420,7 +389,7 @@ def test_writer_killed_after_verify_keeps_a_complete_resumable_ingest(store):
         wr.verify()
         return wr
 
-    _kill_after(step)
+    kill_after(step)
     assert not store.exists(expected.digest) and _visible_files(store) == []
     _check_consistent(store)
     offset, wr = store.resume("pull-x", expected)
@@ -441,7 +410,7 @@ def test_resumable_writer_killed_then_resumed(store):
         wr._f.flush()  # type: ignore[attr-defined]
         return wr
 
-    _kill_after(step)
+    kill_after(step)
     offset, wr = store.resume("pull")  # the dead writer's flock died with it
     assert offset == 300_000
     wr.write(data[offset:])
@@ -460,7 +429,7 @@ def test_random_kills_during_many_writes(store):
                 store.put(data)
                 i += 1
 
-        pid = _fork(child)
+        pid = fork_child(child)
         time.sleep(rng.uniform(0.01, 0.15))
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
@@ -482,7 +451,7 @@ def test_concurrent_tags_from_threads_keep_every_tag(store):
 
 def test_concurrent_tags_from_processes_keep_every_tag(store):
     descs = [store.put(f"p{i}".encode(), mt.OCI_MANIFEST) for i in range(6)]
-    pids = [_fork(lambda i=i, d=d: [ContentStore(store.path).tag(f"p{i}-{k}", d) for k in range(5)])
+    pids = [fork_child(lambda i=i, d=d: [ContentStore(store.path).tag(f"p{i}-{k}", d) for k in range(5)])
             for i, d in enumerate(descs)]
     for pid in pids:
         _, status = os.waitpid(pid, 0)

@@ -7,8 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
-import time
 
 import pytest
 
@@ -17,6 +15,7 @@ from pallet.image.content import FORMAT_VERSION, INGEST_XATTR, ContentStore
 from pallet.oci import mediatypes as mt
 from pallet.oci.descriptor import Descriptor
 from pallet.oci.digest import Digest
+from pallet_testlib import kill_after
 
 
 def _desc(data: bytes) -> Descriptor:
@@ -173,24 +172,13 @@ def test_clean_ingests_removes_what_a_crash_left(store):
 def test_writer_killed_with_the_lock_held_is_resumed(store):
     data = os.urandom(300_000)
     expected = _desc(data)
-    r, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        try:
-            _, w = store.resume("pull-k", expected)
-            w.write(data[:123_456])
-            w._f.flush()  # type: ignore[attr-defined]
-            os.write(wfd, b"x")
-            time.sleep(60)
-        finally:
-            os._exit(1)
-    try:
-        assert os.read(r, 1) == b"x"
-    finally:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        os.close(r)
-        os.close(wfd)
+    def step() -> object:
+        _, w = store.resume("pull-k", expected)
+        w.write(data[:123_456])
+        w._f.flush()  # type: ignore[attr-defined]
+        return w
+
+    kill_after(step)
     offset, w = store.resume("pull-k")  # the flock died with the process
     assert offset == 123_456
     w.write(data[offset:])

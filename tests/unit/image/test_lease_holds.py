@@ -6,19 +6,11 @@ from __future__ import annotations
 import pytest
 
 from pallet.errors import AlreadyExists, InvalidArgument
-from pallet.image.metadata import MetadataStore
 from pallet.image.service import ImageService
 from pallet.oci.digest import Digest
 
 MAN = Digest("sha256:" + "a" * 64)
 CFG = Digest("sha256:" + "c" * 64)
-
-
-@pytest.fixture()
-def db(tmp_path):
-    store = MetadataStore(tmp_path / "metadata.db")
-    yield store
-    store.close()
 
 
 def test_create_lease_with_resources(db):

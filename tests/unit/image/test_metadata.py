@@ -22,13 +22,6 @@ MAN = Digest("sha256:" + "a" * 64)
 MAN2 = Digest("sha256:" + "b" * 64)
 
 
-@pytest.fixture()
-def db(tmp_path):
-    store = MetadataStore(tmp_path / "metadata.db")
-    yield store
-    store.close()
-
-
 def _image(image_id=IMG, manifest=MAN, **kw) -> ImageRecord:
     return ImageRecord(image_id, manifest, mt.OCI_MANIFEST, kw.pop("created", "2024-01-01T00:00:00Z"), **kw)
 
