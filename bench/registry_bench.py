@@ -28,8 +28,10 @@ palletd (and CLI) importing pallet from DIR (a copy of another version's `src/`,
 PYTHONPATH), in the same rounds, so that a change is measured before/after side by side under
 the same machine load (the images are pushed by this checkout's palletd either way).
 `--only-images 50` measures only the 50-layer image (`1` only the single layer).
-Skips with the reason when this pallet lacks `push`, `pull` or `registry serve`. Target (issue 8):
-pull and push at least as fast as skopeo (pallet/skopeo time <= 1.0).
+Skips with the reason when this pallet lacks `push`, `pull` or `registry serve`. Targets (issue 7):
+the client's pull and push at least as fast as skopeo (pallet/skopeo time <= 1.0); the server
+at least 0.8x of docker-registry's throughput ("server:" rows: the same client's push or pull
+against each server, in MB/s of the image's 100 MB of layers).
 """
 
 from __future__ import annotations
@@ -273,6 +275,8 @@ def main() -> int:
                 shutil.rmtree(work / f"reg{n}", ignore_errors=True)
                 return push, pull, fetch
 
+            # (verb, title, client) -> server -> samples: the server comparison rows below
+            by_server: dict[tuple[str, str, str], dict[str, list[float]]] = {}
             for title, (archive, src_ref) in archives.items():
                 for server in servers:
                     if a.quick and server != "pallet registry" and title.startswith("50"):
@@ -297,6 +301,8 @@ def main() -> int:
                                 fetched.append(f)
                     for verb, vals in (("push", push), ("pull", pull)):
                         vals = {k: v for k, v in vals.items() if v}
+                        for c, v in vals.items():
+                            by_server.setdefault((verb, title, c), {})[server] = v
                         if not vals:
                             sec.skip(f"{verb} {title} to {server}", "every attempt failed (see notes)")
                             continue
@@ -307,6 +313,7 @@ def main() -> int:
                         sec.add(make_row(f"fetch only (blobs, no unpack), {title}, {server}", "ms",
                                          {"pallet": fetched, "skopeo": pull["skopeo"]},
                                          target=("skopeo", "<=", 1.0)))
+            _server_rows(sec, by_server)
             if a.quick:
                 sec.skip("pull time against image size", "full mode only")
             else:
@@ -331,6 +338,19 @@ def main() -> int:
             for note in d.close():
                 sec.notes.append(f"cleanup: {note}")
     return _finish(sec, out)
+
+
+def _server_rows(sec: Section, by_server: dict[tuple[str, str, str], dict[str, list[float]]]) -> None:
+    """Issue 7's server target: Pallet's registry at least 0.8x of docker-registry's throughput,
+    for the same client, image and verb (the pushes and pulls above, as MB/s of the image's
+    100 MB of layers). The two servers' rounds run one after the other, not alternated."""
+    both = ("pallet registry", "docker-registry")
+    for (verb, title, client), per in by_server.items():
+        if client not in ("pallet", "skopeo") or not all(per.get(srv) for srv in both):
+            continue
+        rates = {srv: [100_000 / ms for ms in per[srv] if ms > 0] for srv in both}
+        sec.add(make_row(f"server: {verb}, {title}, {client} client", "MB/s", rates, better="higher",
+                         base="pallet registry", target=("docker-registry", ">=", 0.8)))
 
 
 def _finish(sec: Section, out: Path) -> int:
