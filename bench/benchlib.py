@@ -390,12 +390,14 @@ def timed_ms(cmd: list[str], **kw) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
-def pss_kib(pid: int) -> int:
-    """Proportional set size of `pid` (kernel >= 4.14: /proc/PID/smaps_rollup), 0 if it is gone."""
+def pss_kib(pid: int, field: str = "Pss") -> int:
+    """Proportional set size of `pid` (kernel >= 4.14: /proc/PID/smaps_rollup), 0 if it is gone;
+    `field` another line of that file, e.g. "Pss_Anon" (its anonymous part, kernel >= 5.7)."""
+    key = field + ":"
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
             for line in f:
-                if line.startswith("Pss:"):
+                if line.startswith(key):
                     return int(line.split()[1])
     except (OSError, ValueError):
         return 0

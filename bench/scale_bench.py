@@ -95,13 +95,7 @@ def monitor_pss(work: Path) -> tuple[int, int]:
 
 def pss_anon_kib(pid: int) -> int:
     """Anonymous part of `pid`'s PSS (smaps_rollup Pss_Anon, kernel >= 5.7), 0 if it is gone."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss_Anon:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        return 0
+    return pss_kib(pid, "Pss_Anon")
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import signal
 import socket
@@ -153,9 +154,30 @@ class FakeDaemon:
     def targets(self) -> list[str]:
         return [r[1] for r in self.requests]
 
+    @staticmethod
+    def send_chunked_wait(conn: socket.socket, started: threading.Event, status_code: int) -> None:
+        """A container wait as dockerd answers it: the headers at once (the wait is armed), the
+        chunked status once `started` is set (the container ran)."""
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        started.wait(10)
+        body = json.dumps({"StatusCode": status_code}).encode()
+        conn.sendall(b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body))
+
     def close(self) -> None:
         self.sock.close()
         self.path.unlink(missing_ok=True)
+
+
+def python_output(code: str, env: dict[str, str] | None = None) -> str:
+    """The stripped standard output of `code` run by a fresh interpreter (this test's Python),
+    which must succeed: what a test of start-up imports or of a process's environment reads."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
 
 
 def fork_child(child: Callable[[], object]) -> int:

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pallet import jsonio
+from pallet_testlib import python_output
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text()
 values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
@@ -106,13 +107,9 @@ def test_bytes_errors_are_jsons_own(data):
 
 
 def test_importing_it_loads_no_json_or_re():
-    import subprocess
-    import sys
 
     code = ("import sys\nfrom pallet import jsonio\n"
             "jsonio.loads(jsonio.dumps({'a': [1, 2.5, None]}, indent=2))\n"
             "jsonio.loads(b'{\"k\": \"v\"}')\n"
             "print([m for m in ('json', 're') if m in sys.modules])\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    assert python_output(code) == "[]"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from pallet.units import ram_in_bytes
+from pallet_testlib import python_output
 
 KiB, MiB, GiB, TiB, PiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40, 1 << 50
 
@@ -40,10 +41,7 @@ def test_refused(text, why):
 
 
 def test_no_regular_expressions_on_the_cli_path():
-    import subprocess
-    import sys
 
     code = ("import sys; sys.modules.pop('re', None); import pallet.units as u; u.ram_in_bytes('64m'); "
             "print('re' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert python_output(code) == "False"

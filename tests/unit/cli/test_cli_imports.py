@@ -57,11 +57,7 @@ class Daemon(FakeDaemon):
         elif what == "wait" and "condition=" in target:
             # `run`'s wait, posted before the start: headers once armed (as dockerd), the
             # status once the container ran
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                         b"Transfer-Encoding: chunked\r\n\r\n")
-            self.started.wait(10)
-            body = json.dumps({"StatusCode": 3}).encode()
-            conn.sendall(b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body))
+            self.send_chunked_wait(conn, self.started, 3)
         elif what == "wait":
             self._json(conn, "200 OK", {"StatusCode": 3})
         elif what == "attach" or (what == "start" and "/exec/" in path):

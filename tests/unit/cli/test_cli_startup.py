@@ -5,7 +5,6 @@ and `pallet run` overlapping its attach with its wait (issue 4: `run --rm` laten
 from __future__ import annotations
 
 import argparse
-import json
 import socket
 import subprocess
 import sys
@@ -166,11 +165,7 @@ class RunDaemon(FakeDaemon):
         if what == "wait":
             time.sleep(self.WAIT_DELAY)
             self.events.append(("wait-headers", time.monotonic()))
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                         b"Transfer-Encoding: chunked\r\n\r\n")
-            self.started.wait(10)
-            body = json.dumps({"StatusCode": 7}).encode()
-            conn.sendall(b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body))
+            self.send_chunked_wait(conn, self.started, 7)
         elif what == "attach":
             conn.sendall(b"HTTP/1.1 101 UPGRADED\r\n"
                          b"Content-Type: application/vnd.docker.multiplexed-stream\r\n"

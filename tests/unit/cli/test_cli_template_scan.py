@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pallet.cli import format as fmt
+from pallet_testlib import python_output
 
 FIELD = re.compile(r"\{\{\s*\.(\w+)\s*\}\}")
 TOKEN = re.compile(r"\{\{(-\s)?(.*?)(\s-)?\}\}", re.S)
@@ -55,8 +56,6 @@ def test_random_text_scans_as_the_expressions_do(template):
 
 
 def test_templates_render_without_re():
-    import subprocess
-    import sys
 
     code = ("import sys\n"
             "from pallet.cli.format import execute_template, render\n"
@@ -65,6 +64,4 @@ def test_templates_render_without_re():
             "table = render('table {{.ID}}\\t{{.Names}}', ['ID'], {'ID': 'CONTAINER ID', 'Names': 'NAMES'}, "
             "[{'ID': 'abc', 'Names': 'web'}])\n"
             "print(repr(out), repr(table), [m for m in ('re', 'json') if m in sys.modules])\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "'a=X,b=Y, [1,2]' 'CONTAINER ID   NAMES\\nabc            web\\n' []"
+    assert python_output(code) == "'a=X,b=Y, [1,2]' 'CONTAINER ID   NAMES\\nabc            web\\n' []"

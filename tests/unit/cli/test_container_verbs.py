@@ -13,6 +13,7 @@ from pallet.cli.commands import exec as exec_cmd
 from pallet.cli.format import align, execute_template
 from pallet.cli.main import Context
 from pallet.errors import InvalidArgument, NotFound
+from pallet_testlib import python_output
 
 
 class FakeResponse:
@@ -348,14 +349,11 @@ def test_container_aliases_and_help(capsys):
 def test_startup_imports_stay_small():
     """`pallet --help`, `pallet ps` and `pallet run` parsing load no server stack, no ctypes,
     no engine or image packages; termios/tty only in the verbs that put a terminal in raw mode."""
-    import subprocess
-    import sys
 
     code = ("import sys, pallet.cli.main; import pallet.cli.commands.ps, pallet.cli.commands.run; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ctypes', 'aiohttp', 'asyncio', "
             "'termios', 'tty') or m.startswith(('pallet.engine', 'pallet.image', 'pallet.api.server'))))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert python_output(code) == "[]"
 
 
 def test_ram_in_bytes_refusal_is_a_clear_invalid_argument():
