@@ -229,27 +229,25 @@ class Session:
         # registry, the usual insecure one, fails that handshake and is answered "http"
         # without ever loading the CAs. A host that does speak TLS is then probed as before,
         # with the verifying context, so which scheme is chosen does not change.
-        try:
-            conn = http.client.HTTPSConnection(self.host, timeout=min(self.timeout, 10.0),
-                                               context=_tls_sniff_context())
+        attempts: tuple[tuple[Callable[[], ssl.SSLContext], bool], ...] = (
+            (_tls_sniff_context, False), (lambda: self._ssl, True))
+        timeout = min(self.timeout, 10.0)
+        for context, ask in attempts:
             try:
-                conn.connect()
-            finally:
-                conn.close()
-        except (OSError, http.client.HTTPException) as exc:  # ssl.SSLError is an OSError
-            log.debug("registry %s: no TLS (%s); insecure registry, using HTTP", self.host, exc)
-            return "http"
-        try:
-            conn = http.client.HTTPSConnection(self.host, timeout=min(self.timeout, 10.0), context=self._ssl)
-            try:
-                conn.request("GET", "/v2/", headers={"User-Agent": self.user_agent})
-                conn.getresponse().read()
-            finally:
-                conn.close()
-            return "https"
-        except (OSError, http.client.HTTPException) as exc:  # ssl.SSLError is an OSError
-            log.debug("registry %s: HTTPS failed (%s); insecure registry, using HTTP", self.host, exc)
-            return "http"
+                conn = http.client.HTTPSConnection(self.host, timeout=timeout, context=context())
+                try:
+                    if ask:
+                        conn.request("GET", "/v2/", headers={"User-Agent": self.user_agent})
+                        conn.getresponse().read()
+                    else:
+                        conn.connect()
+                finally:
+                    conn.close()
+            except (OSError, http.client.HTTPException) as exc:  # ssl.SSLError is an OSError
+                log.debug("registry %s: %s (%s); insecure registry, using HTTP", self.host,
+                          "HTTPS failed" if ask else "no TLS", exc)
+                return "http"
+        return "https"
 
     def url(self, path: str) -> str:
         return f"{self.scheme}://{self.host}{path}"
