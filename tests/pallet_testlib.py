@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -167,6 +168,29 @@ class FakeDaemon:
     def close(self) -> None:
         self.sock.close()
         self.path.unlink(missing_ok=True)
+
+
+def grow_file(path: Path, chunks: list[bytes], state: Any, pause: float = 0.003,
+              finished_at: list[float] | None = None) -> threading.Thread:
+    """A started thread that appends `chunks` to `path` as a download does, `pause` apart,
+    telling `state` (pallet.registry.client.pull._Download: start, advance, finish); the
+    time it wrote the last one goes into `finished_at`."""
+
+    def writer() -> None:
+        state.start()
+        with open(path, "ab") as f:
+            for c in chunks:
+                f.write(c)
+                f.flush()
+                state.advance()
+                time.sleep(pause)
+        if finished_at is not None:
+            finished_at.append(time.monotonic())
+        state.finish()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    return t
 
 
 def python_output(code: str, env: dict[str, str] | None = None) -> str:

@@ -3,13 +3,13 @@ and stops on a restarted or failed download."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 
 from pallet.errors import Unavailable
 from pallet.registry.client.pull import _Download, _Follower, _Restarted
+from pallet_testlib import grow_file
 
 
 def test_follower_reads_while_the_file_grows(tmp_path):
@@ -21,20 +21,8 @@ def test_follower_reads_while_the_file_grows(tmp_path):
     first_read_at: list[float] = []
     finished_at: list[float] = []
 
-    def writer() -> None:
-        state.start()
-        with open(path, "ab") as f:
-            for c in chunks:
-                f.write(c)
-                f.flush()
-                state.advance()
-                time.sleep(0.005)
-        finished_at.append(time.monotonic())
-        state.finish()
-
     reports: list[int] = []
-    t = threading.Thread(target=writer)
-    t.start()
+    t = grow_file(path, chunks, state, pause=0.005, finished_at=finished_at)
     assert state.wait_started()
     got = b""
     with open(path, "rb") as f:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import errno
 import os
-import threading
-import time
 
 import pytest
 
@@ -15,6 +13,7 @@ from pallet.image.content import ContentStore
 from pallet.oci.descriptor import Descriptor
 from pallet.oci.digest import Digest, DigestMismatch
 from pallet.registry.client.pull import _Download, _Follower, _open_verified, _Publisher, _PublisherClosed
+from pallet_testlib import grow_file
 
 
 def _desc(data: bytes) -> Descriptor:
@@ -127,20 +126,6 @@ def test_open_verified_reads_the_ingest_then_the_blob(tmp_path):
             assert f.read() == data
 
 
-def _grow(path, chunks, state) -> threading.Thread:
-    def writer() -> None:
-        state.start()
-        with open(path, "ab") as f:
-            for c in chunks:
-                f.write(c)
-                f.flush()
-                state.advance()
-                time.sleep(0.003)
-        state.finish()
-
-    t = threading.Thread(target=writer)
-    t.start()
-    return t
 
 
 @pytest.mark.parametrize("kernel", [True, False], ids=["copy_file_range", "fallback"])
@@ -154,7 +139,7 @@ def test_follower_copies_into_a_file_while_the_source_grows(tmp_path, monkeypatc
     chunks = [bytes([i]) * 3000 for i in range(30)]
     total = sum(map(len, chunks))
     state = _Download()
-    t = _grow(src, chunks, state)
+    t = grow_file(src, chunks, state)
     assert state.wait_started()
     out = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT, 0o644)
     reports: list[int] = []
